@@ -95,6 +95,10 @@ class BacalhauSettings:
     container_engine: str = "verify"
     container_engine_package: str = "docker.io"
     manual_approval: bool = False
+    #: Bacalhau durations (Go syntax): how often compute nodes heartbeat and how
+    #: long the orchestrator waits before calling a silent node DISCONNECTED.
+    heartbeat_interval: str = "15s"
+    disconnect_timeout: str = "1m"
 
 
 @dataclass(frozen=True)
@@ -374,7 +378,16 @@ def _read_bacalhau(top: _Reader, base: Path, environ: Mapping[str, str]) -> Baca
         ),
         container_engine_package=r.text("container_engine_package", "docker.io"),
         manual_approval=r.boolean("manual_approval", False),
+        heartbeat_interval=_duration(r, "heartbeat_interval", "15s"),
+        disconnect_timeout=_duration(r, "disconnect_timeout", "1m"),
     )
+
+
+def _duration(r: _Reader, name: str, default: str) -> str:
+    value = r.text(name, default)
+    if not re.fullmatch(r"(\d+(ms|s|m|h))+", value):
+        raise r.err(name, f"expected a duration like 15s, 1m or 500ms, got {value!r}")
+    return value
 
 
 def _read_query(top: _Reader, base: Path, environ: Mapping[str, str]) -> QuerySettings:

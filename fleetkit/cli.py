@@ -1,0 +1,283 @@
+"""The command line: Invoke tasks, kept thin.
+
+Each task parses its options, hands them to one core function that returns
+an :class:`ExitStatus`, and exits with it. :func:`run_command` is the one
+place where errors become messages and exit codes (httpie's ``core``).
+The same collection serves ``invoke <task>`` (through ``tasks.py``) and the
+``fleetkit`` console script.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.program import Program
+from invoke.tasks import task
+
+from fleetkit import __version__
+from fleetkit.environment import Environment
+from fleetkit.runtime import Runtime
+from fleetkit.secrets import redact
+from fleetkit.status import ExitStatus, FleetkitError, exit_status_for
+
+
+def run_command(work: Callable[[Runtime], ExitStatus], runtime: Runtime) -> ExitStatus:
+    """Run a core function; map every error to a message and an exit status."""
+    env = runtime.env
+    try:
+        return ExitStatus(work(runtime))
+    except KeyboardInterrupt:
+        env.end_progress()
+        env.say("fleetkit: interrupted")
+        return ExitStatus.INTERRUPTED
+    except FleetkitError as exc:
+        env.end_progress()
+        env.say(f"fleetkit: error: {redact(str(exc))}")
+        return exc.exit_status
+    except Exception as exc:  # a bug: say so plainly, trace only on request
+        env.end_progress()
+        env.say(f"fleetkit: internal error: {redact(f'{type(exc).__name__}: {exc}')}")
+        if env.environ.get("FLEETKIT_DEBUG"):
+            env.say(redact(traceback.format_exc()))
+        else:
+            env.say("fleetkit: set FLEETKIT_DEBUG=1 for the traceback")
+        return exit_status_for(exc)
+
+
+def _finish(work: Callable[[Runtime], ExitStatus], settings: str) -> None:
+    runtime = Runtime(env=Environment(), settings_path=settings or None)
+    status = run_command(work, runtime)
+    if status != ExitStatus.SUCCESS:
+        raise Exit(code=int(status))
+
+
+_SETTINGS_HELP = "settings file (default: $FLEETKIT_SETTINGS or ./fleetkit.yaml)"
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "hosts": "comma-separated host names or groups (default: whole inventory)",
+        "check": "contact hosts, change nothing, print the plan with diffs",
+        "settings": _SETTINGS_HELP,
+    },
+)
+def provision(c: Context, hosts: str = "", check: bool = False, settings: str = "") -> None:
+    """Bring hosts to the desired state: control plane first, then compute nodes."""
+    import fleetkit.provision as core
+
+    _finish(lambda rt: core.run(rt, hosts=hosts, check=check), settings)
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "sql": "the osquery SQL to run on every matching node",
+        "select": "label selectors k=v,k!=v (repeated keys: any of the values)",
+        "hosts": "inventory host names or groups",
+        "via": "bacalhau (default) or ssh",
+        "format": "json (default), ndjson, csv or table",
+        "output": "write the result to this file (atomically) instead of stdout",
+        "timeout": "seconds to wait for the nodes (default: settings query.timeout)",
+        "settings": _SETTINGS_HELP,
+    },
+)
+def query(
+    c: Context,
+    sql: str,
+    select: str = "",
+    hosts: str = "",
+    via: str = "bacalhau",
+    format: str = "json",
+    output: str = "",
+    timeout: float = 0.0,
+    settings: str = "",
+) -> None:
+    """Run one osquery SQL question on the fleet and print one merged result."""
+    import fleetkit.query as core
+
+    _finish(
+        lambda rt: core.run(
+            rt,
+            sql=sql,
+            select=select,
+            hosts=hosts,
+            via=via,
+            output_format=format,
+            output=output or None,
+            timeout=timeout or None,
+        ),
+        settings,
+    )
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "hosts": "host names or groups (default: whole inventory)",
+        "json": "print the report as JSON on stdout",
+        "settings": _SETTINGS_HELP,
+    },
+)
+def verify(c: Context, hosts: str = "", json: bool = False, settings: str = "") -> None:
+    """Check that every node is really ready, naming the fix for each failure."""
+    import fleetkit.verify as core
+
+    _finish(lambda rt: core.run(rt, hosts=hosts, as_json=json), settings)
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "host": "inventory name of the new host",
+        "address": "its address",
+        "port": "SSH port (default 22)",
+        "user": "login user (default root)",
+        "labels": "node labels k=v,...",
+        "host_key_fingerprint": "expected SHA256:... fingerprint (skips the prompt)",
+        "settings": _SETTINGS_HELP,
+    },
+)
+def onboard(
+    c: Context,
+    host: str,
+    address: str,
+    port: int = 22,
+    user: str = "root",
+    labels: str = "",
+    host_key_fingerprint: str = "",
+    settings: str = "",
+) -> None:
+    """Add a device: pin its host key, add it to the inventory, provision, verify."""
+    import fleetkit.onboard as core
+
+    _finish(
+        lambda rt: core.run(
+            rt,
+            name=host,
+            address=address,
+            port=port,
+            user=user,
+            labels=labels,
+            fingerprint=host_key_fingerprint or None,
+        ),
+        settings,
+    )
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "json": "print the report as JSON on stdout",
+        "approve": "approve pending nodes that are in the inventory (never unknown ones)",
+        "settings": _SETTINGS_HELP,
+    },
+)
+def nodes(c: Context, json: bool = False, approve: bool = False, settings: str = "") -> None:
+    """The cluster as the orchestrator sees it, joined with the inventory."""
+    import fleetkit.nodes as core
+
+    _finish(lambda rt: core.run(rt, as_json=json, approve=approve), settings)
+
+
+@task(
+    auto_shortflags=False,
+    iterable=["pack"],
+    help={
+        "pack": "policy pack YAML file (repeatable; default: every pack under packs/)",
+        "hosts": "inventory host names or groups",
+        "select": "label selectors k=v,...",
+        "via": "bacalhau (default) or ssh",
+        "format": "table (default), json, ndjson or csv",
+        "settings": _SETTINGS_HELP,
+    },
+)
+def policy(
+    c: Context,
+    pack: list[str] | None = None,
+    hosts: str = "",
+    select: str = "",
+    via: str = "bacalhau",
+    format: str = "table",
+    settings: str = "",
+) -> None:
+    """Run compliance packs: PASS / FAIL / UNKNOWN / ERROR per host per policy."""
+    import fleetkit.policy as core
+
+    _finish(
+        lambda rt: core.run(
+            rt, packs=pack or [], hosts=hosts, select=select, via=via, output_format=format
+        ),
+        settings,
+    )
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "path": "exact file path, or a directory glob with * (e.g. /var/www/*/functions.php)",
+        "sha256": "SHA-256 of the indicator file (64 hex characters)",
+        "ioc_file": "CSV or YAML file with many indicators (path, sha256)",
+        "hosts": "inventory host names or groups",
+        "select": "label selectors k=v,...",
+        "via": "bacalhau (default) or ssh",
+        "format": "table (default), json, ndjson or csv",
+        "settings": _SETTINGS_HELP,
+    },
+)
+def hunt(
+    c: Context,
+    path: str = "",
+    sha256: str = "",
+    ioc_file: str = "",
+    hosts: str = "",
+    select: str = "",
+    via: str = "bacalhau",
+    format: str = "table",
+    settings: str = "",
+) -> None:
+    """Hunt indicators (path + SHA-256) across the fleet: which hosts are infected."""
+    import fleetkit.hunt as core
+
+    _finish(
+        lambda rt: core.run(
+            rt,
+            path=path or None,
+            sha256=sha256 or None,
+            ioc_file=ioc_file or None,
+            hosts=hosts,
+            select=select,
+            via=via,
+            output_format=format,
+        ),
+        settings,
+    )
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "hosts": "host names or groups to isolate (or release)",
+        "release": "restore the hosts' previous state",
+        "settings": _SETTINGS_HELP,
+    },
+)
+def quarantine(c: Context, hosts: str = "", release: bool = False, settings: str = "") -> None:
+    """Isolate infected hosts (forensic SSH kept), or release them."""
+    import fleetkit.quarantine as core
+
+    _finish(lambda rt: core.run(rt, hosts=hosts, release=release), settings)
+
+
+namespace = Collection(provision, query, verify, onboard, nodes, policy, hunt, quarantine)
+
+
+def main() -> None:
+    """The ``fleetkit`` console script (works outside the repository checkout)."""
+    os.environ.setdefault("INVOKE_RUNTIME_CONFIG", "")
+    Program(namespace=namespace, name="fleetkit", binary="fleetkit", version=__version__).run()

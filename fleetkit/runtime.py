@@ -1,0 +1,51 @@
+"""What one command run works with: environment, settings, inventory, SSH.
+
+Built once per command by the CLI layer; everything is loaded lazily and
+validated on first use, before any host is contacted. Tests build a
+``Runtime`` around a fake :class:`Environment` and the lab's settings file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import requests
+
+from fleetkit.environment import Environment
+from fleetkit.inventory import Inventory, load_inventory
+from fleetkit.settings import Settings, load_settings
+from fleetkit.ssh import Connector, KnownHosts
+
+
+@dataclass
+class Runtime:
+    env: Environment = field(default_factory=Environment)
+    #: Path to fleetkit.yaml; None = $FLEETKIT_SETTINGS or ./fleetkit.yaml.
+    settings_path: str | None = None
+    #: Makes the HTTP session the Bacalhau client uses (injected by tests).
+    http_session_factory: Callable[[], requests.Session] = requests.Session
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.env.environ, self.env.cwd, self.settings_path)
+
+    @cached_property
+    def inventory(self) -> Inventory:
+        return load_inventory(self.settings.inventory_dir)
+
+    @cached_property
+    def known_hosts(self) -> KnownHosts:
+        known = KnownHosts(self.settings.ssh.known_hosts)
+        for warning in known.warnings:
+            self.env.say(f"warning: {warning}")
+        return known
+
+    @cached_property
+    def connector(self) -> Connector:
+        return Connector(self.settings.ssh, self.known_hosts)
+
+    def load(self) -> None:
+        """Validate settings and inventory now (before anything is contacted)."""
+        _ = self.settings, self.inventory
