@@ -88,7 +88,7 @@ class KnownHosts:
                 continue
             try:
                 entry = paramiko.hostkeys.HostKeyEntry.from_line(text, number)
-            except (paramiko.SSHException, ValueError, IndexError, TypeError) as exc:
+            except Exception as exc:  # any unreadable line is skipped, never fatal
                 self.warnings.append(f"{self.path}:{number}: skipped unreadable line ({exc})")
                 continue
             if entry is None:

@@ -1,0 +1,125 @@
+"""The SSH layer's pure parts: pinned keys, fingerprints, the bounded fan-out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from fleetkit.inventory import Host
+from fleetkit.ssh import HostKeyError, KnownHosts, fan_out, fingerprint, known_hosts_name
+
+
+def _key() -> paramiko.PKey:
+    return paramiko.Ed25519Key.from_private_key_file(_KEYFILE)
+
+
+_KEYFILE = ""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _keyfile(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import subprocess
+
+    global _KEYFILE
+    path = tmp_path_factory.mktemp("keys") / "k"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    _KEYFILE = str(path)
+
+
+def test_fingerprint_matches_ssh_keygen() -> None:
+    import subprocess
+
+    out = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", _KEYFILE + ".pub"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert fingerprint(_key()) == out.split()[1]
+
+
+def test_known_hosts_name_uses_brackets_for_non_default_ports() -> None:
+    assert known_hosts_name("10.0.0.1", 22) == "10.0.0.1"
+    assert known_hosts_name("10.0.0.1", 2222) == "[10.0.0.1]:2222"
+
+
+def test_known_hosts_skips_bad_lines_but_keeps_good_ones(tmp_path: Path) -> None:
+    key = _key()
+    path = tmp_path / "known_hosts"
+    path.write_text(
+        "# comment\n"
+        "@cert-authority *.example ssh-ed25519 AAAAnotbase64\n"
+        f"[127.0.0.9]:2201 {key.get_name()} {key.get_base64()}\n"
+        "garbage\n"
+    )
+    known = KnownHosts(str(path))
+    assert known.lookup("127.0.0.9", 2201)[key.get_name()].asbytes() == key.asbytes()
+    assert len(known.warnings) == 2
+    assert all(str(path) in w for w in known.warnings)
+
+
+def test_pin_appends_once_and_refuses_a_different_key(tmp_path: Path) -> None:
+    path = tmp_path / "known_hosts"
+    path.write_text("# pinned keys\n")
+    known = KnownHosts(str(path))
+    key = _key()
+    assert known.pin("127.0.0.9", 2201, key) is True
+    assert known.pin("127.0.0.9", 2201, key) is False
+    text = path.read_text()
+    assert text.startswith("# pinned keys\n")
+    assert text.count(key.get_base64()) == 1
+    assert KnownHosts(str(path)).lookup("127.0.0.9", 2201)
+    other = paramiko.Ed25519Key.from_private_key_file(_KEYFILE)  # same type, same key: fine
+    assert known.pin("127.0.0.9", 2201, other) is False
+    with pytest.raises(HostKeyError):
+        _pin_different(known)
+
+
+def _pin_different(known: KnownHosts) -> None:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/o"], check=True)
+        known.pin("127.0.0.9", 2201, paramiko.Ed25519Key.from_private_key_file(f"{d}/o"))
+
+
+def _hosts(n: int) -> list[Host]:
+    return [Host(name=f"h{i}", address=f"127.0.0.{i + 1}") for i in range(n)]
+
+
+def test_fan_out_keeps_inventory_order_and_captures_errors() -> None:
+    def work(host: Host) -> str:
+        if host.name == "h2":
+            raise RuntimeError("boom")
+        time.sleep(0.01 * (5 - int(host.name[1:])))
+        return host.name.upper()
+
+    seen: list[str] = []
+    outcomes = fan_out(_hosts(5), work, parallelism=3, on_done=lambda o: seen.append(o.host.name))
+    assert [o.host.name for o in outcomes] == ["h0", "h1", "h2", "h3", "h4"]
+    assert [o.value for o in outcomes if o.ok] == ["H0", "H1", "H3", "H4"]
+    assert isinstance(outcomes[2].error, RuntimeError)
+    assert sorted(seen) == ["h0", "h1", "h2", "h3", "h4"]
+
+
+def test_fan_out_never_exceeds_its_parallelism() -> None:
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def work(host: Host) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+
+    fan_out(_hosts(12), work, parallelism=4)
+    assert peak == 4
