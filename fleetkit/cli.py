@@ -9,7 +9,6 @@ The same collection serves ``invoke <task>`` (through ``tasks.py``) and the
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Callable
 
@@ -49,8 +48,18 @@ def run_command(work: Callable[[Runtime], ExitStatus], runtime: Runtime) -> Exit
         return exit_status_for(exc)
 
 
-def _finish(work: Callable[[Runtime], ExitStatus], settings: str) -> None:
-    runtime = Runtime(env=Environment(), settings_path=settings or None)
+#: Key of an Invoke config value holding a ready :class:`Runtime`; tests put one
+#: there to run a task in-process with their own streams and environment.
+RUNTIME_CONFIG_KEY = "fleetkit_runtime"
+
+
+def _finish(c: Context, work: Callable[[Runtime], ExitStatus], settings: str) -> None:
+    injected = c.config.get(RUNTIME_CONFIG_KEY)
+    if isinstance(injected, Runtime):
+        runtime = injected
+        runtime.settings_path = settings or runtime.settings_path
+    else:
+        runtime = Runtime(env=Environment(), settings_path=settings or None)
     status = run_command(work, runtime)
     if status != ExitStatus.SUCCESS:
         raise Exit(code=int(status))
@@ -71,7 +80,7 @@ def provision(c: Context, hosts: str = "", check: bool = False, settings: str = 
     """Bring hosts to the desired state: control plane first, then compute nodes."""
     import fleetkit.provision as core
 
-    _finish(lambda rt: core.run(rt, hosts=hosts, check=check), settings)
+    _finish(c, lambda rt: core.run(rt, hosts=hosts, check=check), settings)
 
 
 @task(
@@ -102,6 +111,7 @@ def query(
     import fleetkit.query as core
 
     _finish(
+        c,
         lambda rt: core.run(
             rt,
             sql=sql,
@@ -128,7 +138,7 @@ def verify(c: Context, hosts: str = "", json: bool = False, settings: str = "") 
     """Check that every node is really ready, naming the fix for each failure."""
     import fleetkit.verify as core
 
-    _finish(lambda rt: core.run(rt, hosts=hosts, as_json=json), settings)
+    _finish(c, lambda rt: core.run(rt, hosts=hosts, as_json=json), settings)
 
 
 @task(
@@ -157,6 +167,7 @@ def onboard(
     import fleetkit.onboard as core
 
     _finish(
+        c,
         lambda rt: core.run(
             rt,
             name=host,
@@ -182,7 +193,7 @@ def nodes(c: Context, json: bool = False, approve: bool = False, settings: str =
     """The cluster as the orchestrator sees it, joined with the inventory."""
     import fleetkit.nodes as core
 
-    _finish(lambda rt: core.run(rt, as_json=json, approve=approve), settings)
+    _finish(c, lambda rt: core.run(rt, as_json=json, approve=approve), settings)
 
 
 @task(
@@ -210,6 +221,7 @@ def policy(
     import fleetkit.policy as core
 
     _finish(
+        c,
         lambda rt: core.run(
             rt, packs=pack or [], hosts=hosts, select=select, via=via, output_format=format
         ),
@@ -245,6 +257,7 @@ def hunt(
     import fleetkit.hunt as core
 
     _finish(
+        c,
         lambda rt: core.run(
             rt,
             path=path or None,
@@ -271,7 +284,7 @@ def quarantine(c: Context, hosts: str = "", release: bool = False, settings: str
     """Isolate infected hosts (forensic SSH kept), or release them."""
     import fleetkit.quarantine as core
 
-    _finish(lambda rt: core.run(rt, hosts=hosts, release=release), settings)
+    _finish(c, lambda rt: core.run(rt, hosts=hosts, release=release), settings)
 
 
 namespace = Collection(provision, query, verify, onboard, nodes, policy, hunt, quarantine)
@@ -279,5 +292,4 @@ namespace = Collection(provision, query, verify, onboard, nodes, policy, hunt, q
 
 def main() -> None:
     """The ``fleetkit`` console script (works outside the repository checkout)."""
-    os.environ.setdefault("INVOKE_RUNTIME_CONFIG", "")
     Program(namespace=namespace, name="fleetkit", binary="fleetkit", version=__version__).run()

@@ -25,10 +25,10 @@ COMPUTE = "compute"
 ALL = "all"
 ONBOARDED_DIR = "hosts.d"
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
-_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})?(/[A-Za-z0-9_.-]{1,63})?$")
-_LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})?(/[A-Za-z0-9_.-]{1,63})?$")
+LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
 _ADDRESS_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]{1,253}$")
 
 #: Keys a host entry may carry; group ``vars`` may carry the same minus ``address``.
@@ -168,7 +168,7 @@ def _read_inventory_file(
     file = str(path)
     data = expect_mapping(load_yaml(path), file=file, key="")
     for group, body in data.items():
-        if not _NAME_RE.match(group):
+        if not NAME_RE.match(group):
             raise ConfigError("invalid group name", file=file, key=group)
         body = expect_mapping(body, file=file, key=group)
         reject_unknown_keys(body, GROUP_KEYS, file=file, key=group)
@@ -179,7 +179,7 @@ def _read_inventory_file(
         hosts = expect_mapping(body.get("hosts"), file=file, key=f"{group}.hosts")
         for name, entry in hosts.items():
             key = f"{group}.hosts.{name}"
-            if not _NAME_RE.match(name):
+            if not NAME_RE.match(name):
                 raise ConfigError("invalid host name", file=file, key=key)
             entry = expect_mapping(entry, file=file, key=key)
             reject_unknown_keys(entry, HOST_KEYS, file=file, key=key)
@@ -266,13 +266,13 @@ def _labels(value: Any, *, file: str, key: str) -> dict[str, str]:
     labels = expect_mapping(value, file=file, key=key)
     out: dict[str, str] = {}
     for k, v in labels.items():
-        if not _LABEL_KEY_RE.match(k):
+        if not LABEL_KEY_RE.match(k):
             raise ConfigError("invalid label key", file=file, key=f"{key}.{k}")
         if isinstance(v, bool):
             v = "true" if v else "false"
         if isinstance(v, int | float):
             v = str(v)
-        if not isinstance(v, str) or not _LABEL_VALUE_RE.match(v):
+        if not isinstance(v, str) or not LABEL_VALUE_RE.match(v):
             raise ConfigError(
                 f"invalid label value {v!r} (letters, digits, '_', '.', '-')",
                 file=file,

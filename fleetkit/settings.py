@@ -139,6 +139,9 @@ class Settings:
     service_manager: str = "auto"
     #: Networks from which administrators reach quarantined hosts over SSH.
     admin_networks: tuple[str, ...] = ()
+    #: Directory of the Jinja2 templates provisioning renders; None = the ones
+    #: shipped with fleetkit (``templates/`` beside the package).
+    templates_dir: str | None = None
 
 
 class _Reader:
@@ -227,6 +230,7 @@ def load_settings(environ: Mapping[str, str], cwd: str, path: str | None = None)
             "cache_dir",
             "service_manager",
             "admin_networks",
+            "templates_dir",
         },
     )
     inventory_dir = top.path("inventory", base, "inventory")
@@ -248,6 +252,7 @@ def load_settings(environ: Mapping[str, str], cwd: str, path: str | None = None)
             "service_manager", "auto", choices=("auto", "systemd", "start-stop-daemon")
         ),
         admin_networks=top.str_list("admin_networks", ()),
+        templates_dir=top.path("templates_dir", base) if top.has("templates_dir") else None,
     )
 
 
@@ -350,6 +355,8 @@ def _read_bacalhau(top: _Reader, base: Path, environ: Mapping[str, str]) -> Baca
             "container_engine",
             "container_engine_package",
             "manual_approval",
+            "heartbeat_interval",
+            "disconnect_timeout",
         },
     )
     token = _secret(r, "node_token", base, environ)

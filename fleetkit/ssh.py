@@ -11,6 +11,7 @@ stdout comes back byte for byte.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import shlex
@@ -361,7 +362,21 @@ class Connector:
             raise SSHError(
                 host.name, f"cannot connect to {host.endpoint}: {_reason(exc)}"
             ) from None
+        _send_small_packets_at_once(connection)
         return Remote(host, connection, self.settings.command_timeout)
+
+
+def _send_small_packets_at_once(connection: Connection) -> None:
+    """TCP_NODELAY: a plan is many short commands.
+
+    Without it every channel open waits for the peer's delayed ACK (about
+    40 ms on Linux): a 12-step idempotent run of one host took 10x longer.
+    """
+    transport = connection.client.get_transport()
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _reason(exc: BaseException) -> str:

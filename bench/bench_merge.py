@@ -1,0 +1,201 @@
+"""Benchmark: merging 500 nodes x 2,000 rows of osqueryi output into one JSON file.
+
+Compares fleetkit's streaming merge (``fleetkit.output.write_merged``) with a
+naive merge measured in the same run: ``json.load`` each node's file, add the
+tags, ``json.dumps`` each row. Each merge runs in its own subprocess so its
+peak RSS can be read with ``wait4``; the RSS of an interpreter that only
+imported the same modules is printed as the baseline.
+
+Targets (issue 3): >= 3x the naive throughput, output valid JSON, peak
+memory <= 64 MB.
+
+    python bench/bench_merge.py [--nodes 500] [--rows 2000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+BANNER = "Connected to extension socket /var/osquery/osquery.em for debugging\n"
+
+
+def node_output(node: int, rows: int, rng: random.Random) -> str:
+    """osqueryi --json output for a ``processes``-like query (keys sorted, strings)."""
+    lines = []
+    for i in range(rows):
+        pid = rng.randint(1, 4_000_000)
+        row = {
+            "cmdline": f"/usr/sbin/sshd -D -e -f /etc/ssh/sshd_config.{i % 97}",
+            "cwd": "/",
+            "egid": "0",
+            "euid": "0",
+            "gid": "0",
+            "name": "sshd" if i % 3 else "python3",
+            "on_disk": "1",
+            "parent": str(rng.randint(1, 9999)),
+            "path": "/usr/sbin/sshd",
+            "pid": str(pid),
+            "resident_size": str(rng.randint(1, 10**9)),
+            "start_time": str(1_700_000_000 + node * 7 + i),
+            "state": "S",
+            "threads": str(1 + i % 8),
+            "uid": "0",
+        }
+        lines.append("  " + json.dumps(row, sort_keys=True, separators=(",", ":")))
+    return BANNER + "[\n" + ",\n".join(lines) + "\n]\n"
+
+
+def generate(directory: Path, nodes: int, rows: int) -> None:
+    rng = random.Random(42)
+    for node in range(nodes):
+        (directory / f"node-{node:04d}.out").write_text(node_output(node, rows, rng))
+
+
+def node_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("node-*.out"))
+
+
+# --------------------------------------------------------------------------- the two merges
+
+
+def merge_fleetkit(directory: Path, target: Path) -> None:
+    from fleetkit.output import write_merged
+    from fleetkit.results import NodeResult, node_result
+
+    def nodes() -> Iterator[NodeResult]:
+        for path in node_files(directory):
+            name = path.stem
+            yield node_result(name, name, exit_code=0, stdout=path.read_bytes(), stderr=b"")
+
+    with target.open("wb") as out:
+        write_merged(nodes(), "json", out)
+
+
+def merge_naive(directory: Path, target: Path) -> None:
+    with target.open("w", encoding="utf-8") as out:
+        out.write("[")
+        first = True
+        for path in node_files(directory):
+            name = path.stem
+            text = path.read_text(encoding="utf-8")
+            rows = json.loads(text[text.index("[") :])
+            for row in rows:
+                row["nodeID"] = name
+                row["hostname"] = name
+                out.write("\n" if first else ",\n")
+                out.write(json.dumps(row))
+                first = False
+        out.write("\n]\n")
+
+
+def baseline(directory: Path, target: Path) -> None:
+    """Imports only: the interpreter's own share of the RSS figure."""
+    import fleetkit.output
+    import fleetkit.results  # noqa: F401
+
+
+MERGES = {"fleetkit": merge_fleetkit, "naive": merge_naive, "baseline": baseline}
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def run_child(kind: str, directory: Path, target: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one merge in a fresh interpreter."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", kind, str(directory), str(target)]
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} merge failed with exit {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def check_outputs(ours: Path, naive: Path, expected_rows: int) -> int:
+    """Both outputs valid JSON arrays with the same rows; returns the row count.
+
+    Checked line by line (one row per line in both) so the check itself stays small.
+    """
+    count = 0
+    with ours.open("rb") as a, naive.open("rb") as b:
+        if a.readline() != b"[\n" or b.readline() != b"[\n":
+            raise SystemExit("output does not start a JSON array")
+        for line_a, line_b in zip(a, b, strict=True):
+            if line_a == b"]\n":
+                if line_b != b"]\n":
+                    raise SystemExit("outputs end differently")
+                break
+            row_a = json.loads(line_a.rstrip(b",\n"))
+            row_b = json.loads(line_b.rstrip(b",\n"))
+            if row_a != row_b:
+                raise SystemExit(f"row {count} differs: {row_a} != {row_b}")
+            count += 1
+    if count != expected_rows:
+        raise SystemExit(f"expected {expected_rows} rows, got {count}")
+    return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=500)
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "DIR", "OUT"))
+    args = parser.parse_args()
+    if args.child:
+        kind, directory, target = args.child
+        MERGES[kind](Path(directory), Path(target))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-merge-") as tmp:
+        work = Path(tmp)
+        data = work / "nodes"
+        data.mkdir()
+        t0 = time.perf_counter()
+        generate(data, args.nodes, args.rows)
+        size = sum(p.stat().st_size for p in node_files(data))
+        total = args.nodes * args.rows
+        print(
+            f"input: {args.nodes} nodes x {args.rows} rows = {total:,} rows, "
+            f"{size / 1e6:.0f} MB of osqueryi output (generated in {time.perf_counter() - t0:.1f}s)"
+        )
+        _, base_rss = run_child("baseline", data, work / "none")
+        ours_times, naive_times, ours_rss, naive_rss = [], [], [], []
+        for _ in range(args.repeat):
+            seconds, rss = run_child("fleetkit", data, work / "ours.json")
+            ours_times.append(seconds)
+            ours_rss.append(rss)
+            seconds, rss = run_child("naive", data, work / "naive.json")
+            naive_times.append(seconds)
+            naive_rss.append(rss)
+        rows = check_outputs(work / "ours.json", work / "naive.json", total)
+        ours, naive = statistics.median(ours_times), statistics.median(naive_times)
+        print(
+            f"naive merge    : {naive:6.2f} s  {total / naive:>12,.0f} rows/s  "
+            f"peak RSS {max(naive_rss):6.1f} MB"
+        )
+        print(
+            f"fleetkit merge : {ours:6.2f} s  {total / ours:>12,.0f} rows/s  "
+            f"peak RSS {max(ours_rss):6.1f} MB"
+        )
+        print(f"interpreter + imports alone: peak RSS {base_rss:.1f} MB")
+        print(f"speed-up: {naive / ours:.2f}x (target >= 3x); medians of {args.repeat}")
+        print(f"output: valid JSON array, {rows:,} rows, same rows as the naive merge")
+        verdict = naive / ours >= 3 and max(ours_rss) <= 64
+        print("targets met" if verdict else "TARGETS NOT MET")
+
+
+if __name__ == "__main__":
+    main()

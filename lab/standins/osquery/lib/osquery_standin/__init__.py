@@ -1,0 +1,1 @@
+"""osquery STAND-IN for the fleetkit lab: the osqueryi/osqueryd CLI over real host facts."""

@@ -1,0 +1,215 @@
+"""Merged output: formats, tagging, partial results, redaction, atomic files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from fleetkit.environment import Environment
+from fleetkit.output import (
+    FORMATS,
+    atomic_output,
+    check_format,
+    check_output_path,
+    write_merged,
+    write_result,
+)
+from fleetkit.results import NodeResult, NodeStatus, node_result
+from fleetkit.status import UsageError
+from tests.unit.test_results import osqueryi
+
+
+def ok(node_id: str, rows: list[dict[str, str]], **kw: bool) -> NodeResult:
+    return node_result(node_id, node_id, exit_code=0, stdout=osqueryi(rows, **kw), stderr=b"")
+
+
+def merged(nodes: list[NodeResult], fmt: str, redact: tuple[str, ...] = ()) -> bytes:
+    out = io.BytesIO()
+    write_merged(nodes, fmt, out, redact_columns=redact)
+    return out.getvalue()
+
+
+def pretty(node_id: str, rows: list[dict[str, str]]) -> NodeResult:
+    """Same rows, other whitespace: forces the per-row path."""
+    stdout = json.dumps(rows, indent=4, sort_keys=True).encode()
+    return node_result(node_id, node_id, exit_code=0, stdout=stdout, stderr=b"")
+
+
+def test_json_rows_are_tagged_and_merged() -> None:
+    nodes = [ok("node-1", [{"path": "/a"}, {"path": "/b"}]), ok("node-2", [{"path": "/c"}])]
+    rows = json.loads(merged(nodes, "json"))
+    assert rows == [
+        {"nodeID": "node-1", "hostname": "node-1", "path": "/a"},
+        {"nodeID": "node-1", "hostname": "node-1", "path": "/b"},
+        {"nodeID": "node-2", "hostname": "node-2", "path": "/c"},
+    ]
+
+
+def test_json_is_valid_when_empty_or_partial() -> None:
+    assert json.loads(merged([], "json")) == []
+    assert json.loads(merged([ok("n", [])], "json")) == []
+    failed = node_result("n2", "n2", exit_code=1, stdout=b"[\n\n]\n", stderr=b"Error: x")
+    timed_out = NodeResult("n3", "n3", NodeStatus.TIMED_OUT, error="deadline")
+    nodes = [failed, ok("n1", [{"a": "1"}]), timed_out]
+    assert json.loads(merged(nodes, "json")) == [{"nodeID": "n1", "hostname": "n1", "a": "1"}]
+
+
+def test_garbage_node_is_left_out_and_marked_failed() -> None:
+    bad = node_result("bad", "bad", exit_code=0, stdout=b'[\n  {"a":"1"},\n  {"a":', stderr=b"")
+    nodes = [ok("good", [{"a": "1"}]), bad]
+    rows = json.loads(merged(nodes, "json"))
+    assert [r["nodeID"] for r in rows] == ["good"]
+    assert bad.status is NodeStatus.FAILED
+    assert "unparseable output" in (bad.error or "")
+
+
+def test_fast_and_per_row_paths_give_the_same_rows() -> None:
+    samples = [
+        [{"a": "1", "b": 'quote " and \\ backslash'}],
+        [{"hostname": "real", "x": "1"}, {"hostname": "real2", "x": "2"}],
+        [{"cmd": "tab\there", "name": "日本語 é"}],
+        [{"z": ""}] * 3,
+        [{"a": "1"}, {"a": "2", "b": "extra column"}, {"c": "3"}],
+        [{"a": "\u00e9\u0001 control"}, {"a": "/\\"}],
+        [{'k"ey': "v", "x": '{"json": [1, 2]}'}],
+    ]
+    for rows in samples:
+        for fmt in ("json", "ndjson"):
+            fast = merged([ok("n", rows)], fmt)
+            slow = merged([pretty("n", rows)], fmt)
+            assert fast == slow, (fmt, rows)
+
+
+def test_query_hostname_column_kept_and_node_id_always_ours() -> None:
+    rows = json.loads(merged([ok("n1", [{"hostname": "host.example", "nodeID": "x"}])], "json"))
+    assert rows == [{"nodeID": "n1", "hostname": "host.example"}]
+    # Only some rows carry hostname: each row still gets the right value.
+    mixed = [ok("n1", [{"hostname": "h", "a": "1"}]), ok("n2", [{"a": "2"}])]
+    assert [r["hostname"] for r in json.loads(merged(mixed, "json"))] == ["h", "n2"]
+
+
+def test_ndjson_one_object_per_line() -> None:
+    nodes = [ok("n1", [{"a": "1"}, {"a": "2"}]), ok("n2", []), ok("n3", [{"b": "3"}])]
+    lines = merged(nodes, "ndjson").decode().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"nodeID": "n1", "hostname": "n1", "a": "1"},
+        {"nodeID": "n1", "hostname": "n1", "a": "2"},
+        {"nodeID": "n3", "hostname": "n3", "b": "3"},
+    ]
+
+
+def test_csv_header_is_union_of_columns() -> None:
+    nodes = [ok("n1", [{"a": "1", "b": "x,y"}]), ok("n2", [{"c": 'say "hi"\nbye'}])]
+    text = merged(nodes, "csv").decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["nodeID", "hostname", "a", "b", "c"]
+    assert rows[0] == {"nodeID": "n1", "hostname": "n1", "a": "1", "b": "x,y", "c": ""}
+    assert rows[1]["c"] == 'say "hi"\nbye'
+    assert rows[1]["a"] == ""
+
+
+def test_csv_of_nothing_is_empty() -> None:
+    assert merged([ok("n", [])], "csv") == b""
+
+
+def test_table_is_aligned_and_neutralises_control_characters() -> None:
+    nodes = [
+        ok("node-1", [{"user": "root", "shell": "/bin/bash"}]),
+        ok("n2", [{"user": "\x1b[31mx"}]),
+    ]
+    lines = merged(nodes, "table").decode().splitlines()
+    assert lines[0].split() == ["nodeID", "hostname", "shell", "user"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert lines[2].split() == ["node-1", "node-1", "/bin/bash", "root"]
+    assert "\x1b" not in "\n".join(lines)
+    assert lines[2].index("/bin/bash") == lines[0].index("shell")
+    assert merged([], "table") == b"(no rows)\n"
+
+
+def test_redaction_in_every_format() -> None:
+    nodes = [ok("n1", [{"path": "/root/.ssh/id", "secret": "hunter2"}])]
+    for fmt in ("json", "ndjson", "csv", "table"):
+        text = merged(nodes, fmt, redact=("secret",)).decode()
+        assert "hunter2" not in text, fmt
+        assert "<redacted>" in text, fmt
+        assert "/root/.ssh/id" in text, fmt
+
+
+def test_bad_format_is_usage_error() -> None:
+    with pytest.raises(UsageError, match="--format"):
+        check_format("xml")
+    assert check_format("CSV") == "csv"
+
+
+def test_atomic_output_replaces_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), environ={}, cwd=str(tmp_path))
+    stats = write_result([ok("n1", [{"a": "1"}])], "json", env=env, output=str(target))
+    assert stats.rows == 1
+    assert json.loads(target.read_text())[0]["a"] == "1"
+    assert env.stdout.getvalue() == ""  # type: ignore[attr-defined]
+    assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_atomic_output_leaves_nothing_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("previous\n")
+
+    def nodes() -> object:
+        yield ok("n1", [{"a": "1"}])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), atomic_output(str(target)) as handle:
+        write_merged(nodes(), "json", handle)  # type: ignore[arg-type]
+    assert target.read_text() == "previous\n"
+    assert os.listdir(tmp_path) == ["out.json"]
+
+    fresh = tmp_path / "new.json"
+    with pytest.raises(KeyboardInterrupt), atomic_output(str(fresh)) as handle:
+        write_merged(nodes(), "json", handle)  # type: ignore[arg-type]
+    assert not fresh.exists()
+    assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_output_path_checked_up_front(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        check_output_path(str(tmp_path / "nope" / "out.json"))
+    with pytest.raises(UsageError, match="is a directory"):
+        check_output_path(str(tmp_path))
+    check_output_path(str(tmp_path / "out.json"))
+
+
+def test_stdout_gets_only_the_result() -> None:
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), environ={}, cwd="/")
+    write_result([ok("n1", [{"a": "é"}])], "json", env=env, output=None)
+    assert json.loads(env.stdout.getvalue()) == [  # type: ignore[attr-defined]
+        {"nodeID": "n1", "hostname": "n1", "a": "é"}
+    ]
+    assert env.stderr.getvalue() == ""  # type: ignore[attr-defined]
+
+
+def test_lone_surrogate_escape_stays_valid_utf8_everywhere() -> None:
+    stdout = b'[\n  {"a":"\\ud800 x"}\n]\n'
+    node = node_result("n", "n", exit_code=0, stdout=stdout, stderr=b"")
+    for fmt in FORMATS:
+        data = merged([node], fmt)
+        data.decode("utf-8")  # strict: never invalid UTF-8 on stdout
+    assert json.loads(merged([node], "json"))[0]["a"] == "\ud800 x"
+
+
+def test_reader_closing_stdout_is_not_an_error() -> None:
+    class ClosedPipe(io.BytesIO):
+        def write(self, data: object, /) -> int:
+            raise BrokenPipeError
+
+    class Stdout(io.StringIO):
+        buffer = ClosedPipe()
+
+    env = Environment(stdout=Stdout(), stderr=io.StringIO(), environ={}, cwd="/")
+    stats = write_result([ok("n1", [{"a": "1"}])], "ndjson", env=env, output=None)
+    assert stats.closed_early

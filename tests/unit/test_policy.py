@@ -1,0 +1,397 @@
+"""Policy packs: strict validation, the four verdicts, output formats, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fleetkit import policy
+from fleetkit.cli import run_command
+from fleetkit.environment import Environment
+from fleetkit.query import FleetAnswer, QueryRequest
+from fleetkit.results import NodeResult, NodeStatus
+from fleetkit.runtime import Runtime
+from fleetkit.settings import DEFAULT_DISABLED_TABLES
+from fleetkit.status import ConfigError, ExitStatus
+
+REPO = Path(__file__).resolve().parents[2]
+TABLES_JSON = REPO.parent / "shared" / "reference" / "osquery-tables.json"
+SSH_PACK = REPO / "packs" / "ssh-keys.yaml"
+
+# --------------------------------------------------------------------------- helpers shared with
+# test_hunt.py: a settings file + inventory on disk, and a scripted fleet.
+
+SETTINGS = """\
+inventory: inventory
+osquery:
+  package: {source: pkgs/osquery.deb, sha256: "%(sha)s"}
+bacalhau:
+  package: {source: pkgs/bacalhau.tgz, sha256: "%(sha)s"}
+  node_token: {env: FK_TEST_TOKEN}
+admin_networks: ["10.0.0.0/24"]
+"""
+INVENTORY = """\
+control_plane:
+  hosts:
+    orch-1: {address: 10.0.0.2}
+compute:
+  vars: {labels: {role: osquery}}
+  hosts:
+    node-1: {address: 10.0.0.11}
+    node-2: {address: 10.0.0.12}
+    node-3: {address: 10.0.0.13}
+"""
+
+
+def make_runtime(tmp_path: Path, environ: dict[str, str] | None = None) -> Runtime:
+    (tmp_path / "fleetkit.yaml").write_text(SETTINGS % {"sha": "0" * 64})
+    (tmp_path / "inventory").mkdir(exist_ok=True)
+    (tmp_path / "inventory" / "fleet.yaml").write_text(INVENTORY)
+    env = Environment(
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        environ={"FK_TEST_TOKEN": "t", **(environ or {})},
+        cwd=str(tmp_path),
+    )
+    return Runtime(env=env, settings_path=str(tmp_path / "fleetkit.yaml"))
+
+
+def out(rt: Runtime) -> str:
+    value = rt.env.stdout.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(value, str)
+    return value
+
+
+def err(rt: Runtime) -> str:
+    value = rt.env.stderr.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(value, str)
+    return value
+
+
+def osqueryi_json(rows: list[dict[str, str]]) -> bytes:
+    """Exactly what ``osqueryi --connect ... --json`` prints (banner included)."""
+    body = ",\n".join("  " + json.dumps(dict(sorted(r.items()))) for r in rows)
+    return b"Connected to extension socket /var/osquery/osquery.em for debugging\n" + (
+        f"[\n{body}\n]\n".encode()
+    )
+
+
+#: What one node answers: rows, or an error string (FAILED), or None (MISSING).
+Answer = list[dict[str, str]] | str | None
+
+
+class ScriptedFleet:
+    """A fake ``ask_fleet``: answers per SQL (matched by a substring) per node."""
+
+    def __init__(self, script: dict[str, dict[str, Answer]]) -> None:
+        self.script = script
+        self.requests: list[QueryRequest] = []
+
+    def __call__(self, request: QueryRequest) -> FleetAnswer:
+        self.requests.append(request)
+        answers = next(v for k, v in self.script.items() if k in request.sql)
+        only = set(request.hosts.split(",")) if request.hosts else None
+        nodes = []
+        for node_id, answer in answers.items():
+            if only is not None and node_id not in only:
+                continue
+            if answer is None:
+                nodes.append(NodeResult(node_id, "", NodeStatus.MISSING, error="never ran"))
+            elif isinstance(answer, str):
+                nodes.append(
+                    NodeResult(node_id, node_id, NodeStatus.FAILED, b"", answer, exit_code=1)
+                )
+            else:
+                nodes.append(
+                    NodeResult(node_id, node_id, NodeStatus.OK, osqueryi_json(answer), None, 0)
+                )
+        return FleetAnswer(nodes=nodes, job_id="j-1", expected=list(answers))
+
+
+# --------------------------------------------------------------------------- packs
+
+GOOD_PACK = """\
+pack: demo
+description: demo pack
+policies:
+  - name: no_root_keys
+    description: root has no private key
+    severity: medium
+    meaning: fail_if_rows
+    query: SELECT path FROM user_ssh_keys WHERE uid = '0'
+    details: SELECT path, key_type FROM user_ssh_keys WHERE uid = '0'
+    resolution: remove it
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_good_pack_loads(tmp_path: Path) -> None:
+    pack = policy.load_pack(write(tmp_path, "p.yaml", GOOD_PACK))
+    assert [p.key for p in pack.policies] == ["demo/no_root_keys"]
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "message"),
+    [
+        (("severity: medium", "severity: urgent"), "policies[0].severity", "must be one of"),
+        (("meaning: fail_if_rows", "meaning: rows"), "policies[0].meaning", "must be one of"),
+        (("    resolution: remove it\n", ""), "policies[0].resolution", "required"),
+        (("    details: SELECT", "    detail: SELECT"), "policies[0].detail", "unknown key"),
+        (("pack: demo", "pack: 'bad name'"), "pack", "invalid pack name"),
+        (
+            ("query: SELECT path FROM user_ssh_keys WHERE uid = '0'", "query: ''"),
+            "policies[0].query",
+            "non-empty string",
+        ),
+        (
+            ("FROM user_ssh_keys WHERE uid = '0'\n    details", "FROM curl\n    details"),
+            "policies[0].query",
+            "denied table 'curl'",
+        ),
+        (("policies:\n", "policies: []\nx:\n"), "", "unknown key"),
+    ],
+)
+def test_bad_packs_name_file_and_key(
+    tmp_path: Path, change: tuple[str, str], key: str, message: str
+) -> None:
+    text = GOOD_PACK.replace(*change)
+    assert text != GOOD_PACK
+    path = write(tmp_path, "bad.yaml", text)
+    with pytest.raises(ConfigError) as caught:
+        policy.load_pack(path, DEFAULT_DISABLED_TABLES)
+    assert caught.value.file == str(path)
+    if key:
+        assert caught.value.key == key
+    assert message in str(caught.value)
+
+
+def test_duplicate_policy_names_are_refused(tmp_path: Path) -> None:
+    twice = GOOD_PACK + GOOD_PACK.split("policies:\n", 1)[1]
+    with pytest.raises(ConfigError, match="duplicate policy name 'no_root_keys'"):
+        policy.load_pack(write(tmp_path, "p.yaml", twice))
+    one = write(tmp_path, "a.yaml", GOOD_PACK)
+    other = write(tmp_path, "b.yaml", GOOD_PACK)
+    with pytest.raises(ConfigError, match="also defined in"):
+        policy.load_packs([one, other], ())
+
+
+def test_a_yaml_error_names_the_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="line 2"):
+        policy.load_pack(write(tmp_path, "p.yaml", "pack: x\n  bad: [\n"))
+
+
+def test_shipped_packs_are_valid() -> None:
+    packs = policy.load_packs(sorted((REPO / "packs").glob("*.yaml")), DEFAULT_DISABLED_TABLES)
+    names = [p.key for pack in packs for p in pack.policies]
+    assert "ssh-keys/ssh_private_keys_encrypted_ec" in names
+
+
+@pytest.mark.skipif(not TABLES_JSON.exists(), reason="reference osquery-tables.json not present")
+def test_shipped_pack_sql_uses_real_osquery_columns() -> None:
+    """Every table.column the packs name exists in osquery's schema (reference data)."""
+    schema = {
+        table: {c["name"] for c in columns}
+        for table, columns in json.loads(TABLES_JSON.read_text()).items()
+    }
+    for pack in policy.load_packs(sorted((REPO / "packs").glob("*.yaml")), ()):
+        for item in pack.policies:
+            for sql in filter(None, (item.query, item.details, item.unknown_if_rows)):
+                for table, column in re.findall(r"\b([a-z_]+)\.([a-z_]+)\b", sql):
+                    assert table in schema, f"{item.key}: unknown table {table}"
+                    assert column in schema[table], f"{item.key}: unknown column {table}.{column}"
+
+
+# --------------------------------------------------------------------------- verdicts
+
+SSH_RULE = "ssh-keys/ssh_private_keys_encrypted_ec"
+PEM_RSA = {"username": "root", "path": "/root/.ssh/id_rsa", "encrypted": "0", "key_type": "rsa"}
+OPENSSH_ENC = {
+    "username": "root",
+    "path": "/root/.ssh/id_ed25519",
+    "encrypted": "1",
+    "key_type": "",
+}
+EC_ENC = {"username": "root", "path": "/root/.ssh/id_ec", "encrypted": "1", "key_type": "ec"}
+
+
+def ssh_rule() -> policy.Policy:
+    pack = policy.load_pack(SSH_PACK, DEFAULT_DISABLED_TABLES)
+    return next(p for p in pack.policies if p.key == SSH_RULE)
+
+
+def fleet_for_ssh_rule(keys: dict[str, Answer]) -> ScriptedFleet:
+    """Answers the rule's three queries from each node's key list (like osquery would)."""
+
+    def pick(keep: Callable[[dict[str, str]], bool]) -> dict[str, Answer]:
+        return {
+            node: (answer if not isinstance(answer, list) else [k for k in answer if keep(k)])
+            for node, answer in keys.items()
+        }
+
+    def violates(k: dict[str, str]) -> bool:
+        return k["encrypted"] == "0" or k["key_type"] not in ("", "ec")
+
+    return ScriptedFleet(
+        {
+            "user_ssh_keys.key_length": pick(violates),  # details (lists key_length)
+            "WHERE user_ssh_keys.key_type = ''": pick(lambda k: k["key_type"] == ""),
+            "user_ssh_keys.encrypted = 0": pick(violates),  # the main query
+        }
+    )
+
+
+def test_the_ssh_rule_gives_fail_unknown_pass_and_error() -> None:
+    fleet = fleet_for_ssh_rule(
+        {
+            "node-1": [PEM_RSA, OPENSSH_ENC],  # a violation is proven: FAIL wins over unknown
+            "node-2": [OPENSSH_ENC],  # osquery cannot tell the algorithm
+            "node-3": [EC_ENC],
+            "node-4": "Error: no such table: user_ssh_keys",
+            "node-5": None,
+        }
+    )
+    names = {"node-1", "node-2", "node-3", "node-4", "node-5"}
+    verdicts = policy.evaluate_policy(ssh_rule(), fleet, policy.Scope(), names)
+    by_node = {v.node_id: v for v in verdicts}
+    assert {n: v.verdict.value for n, v in by_node.items()} == {
+        "node-1": "FAIL",
+        "node-2": "UNKNOWN",
+        "node-3": "PASS",
+        "node-4": "ERROR",
+        "node-5": "ERROR",
+    }
+    assert by_node["node-1"].details[0]["path"] == "/root/.ssh/id_rsa"
+    assert by_node["node-2"].details[0]["path"] == "/root/.ssh/id_ed25519"
+    assert "no such table" in (by_node["node-4"].error or "")
+    # details were asked of the failing host only, the unknown query of the passing ones only
+    assert [r.hosts for r in fleet.requests] == ["", "node-1", "node-2,node-3"]
+
+
+def test_a_pass_that_cannot_be_confirmed_is_an_error() -> None:
+    fleet = fleet_for_ssh_rule({"node-1": [EC_ENC]})
+    fleet.script["WHERE user_ssh_keys.key_type = ''"] = {"node-1": "Error: boom"}
+    (verdict,) = policy.evaluate_policy(ssh_rule(), fleet, policy.Scope(), {"node-1"})
+    assert verdict.verdict is policy.Verdict.ERROR
+    assert "unknown_if_rows query" in (verdict.error or "")
+
+
+def test_pass_if_rows_meaning(tmp_path: Path) -> None:
+    text = GOOD_PACK.replace("fail_if_rows", "pass_if_rows")
+    rule = policy.load_pack(write(tmp_path, "p.yaml", text)).policies[0]
+    fleet = ScriptedFleet(
+        {
+            "key_type": {"node-1": [], "node-2": [{"path": "x"}]},  # details
+            "SELECT path FROM": {"node-1": [{"path": "x"}], "node-2": []},
+        }
+    )
+    verdicts = policy.evaluate_policy(rule, fleet, policy.Scope(), {"node-1", "node-2"})
+    assert [v.verdict.value for v in verdicts] == ["PASS", "FAIL"]
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "status"),
+    [
+        (["PASS", "PASS"], ExitStatus.SUCCESS),
+        (["PASS", "UNKNOWN"], ExitStatus.SUCCESS),
+        (["PASS", "ERROR"], ExitStatus.FAILURE),
+        (["FAIL", "ERROR"], ExitStatus.FINDINGS),
+        (["FAIL", "UNKNOWN", "PASS"], ExitStatus.FINDINGS),
+        ([], ExitStatus.FAILURE),
+    ],
+)
+def test_exit_status_precedence(verdicts: list[str], status: ExitStatus) -> None:
+    rule = ssh_rule()
+    items = [
+        policy.HostVerdict(rule, f"n{i}", f"n{i}", policy.Verdict(v))
+        for i, v in enumerate(verdicts)
+    ]
+    assert policy.exit_status_for_verdicts(items) == status
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def run_policy(tmp_path: Path, fleet: ScriptedFleet, fmt: str, **kw: str) -> tuple[Runtime, int]:
+    rt = make_runtime(tmp_path)
+    status = run_command(
+        lambda r: policy.run(
+            r,
+            packs=[str(SSH_PACK)],
+            hosts=kw.get("hosts", ""),
+            select="",
+            via="ssh",
+            output_format=fmt,
+            ask=fleet,
+        ),
+        rt,
+    )
+    return rt, status
+
+
+INCIDENT = {"node-1": [PEM_RSA], "node-2": [OPENSSH_ENC], "node-3": [EC_ENC]}
+
+
+def test_command_json_output_and_exit_3(tmp_path: Path) -> None:
+    rt, status = run_policy(tmp_path, fleet_for_ssh_rule(INCIDENT), "json")
+    assert status == ExitStatus.FINDINGS
+    records = json.loads(out(rt))
+    rule = {r["nodeID"]: r for r in records if r["policy"] == "ssh_private_keys_encrypted_ec"}
+    assert {n: r["status"] for n, r in rule.items()} == {
+        "node-1": "FAIL",
+        "node-2": "UNKNOWN",
+        "node-3": "PASS",
+    }
+    assert rule["node-1"]["details"][0]["key_type"] == "rsa"
+    assert rule["node-1"]["resolution"]
+    assert "node-2 UNKNOWN" in err(rt)
+
+
+def test_command_csv_and_ndjson(tmp_path: Path) -> None:
+    rt, _ = run_policy(tmp_path, fleet_for_ssh_rule(INCIDENT), "csv")
+    rows = list(csv.DictReader(io.StringIO(out(rt))))
+    assert {r["status"] for r in rows} >= {"FAIL", "UNKNOWN", "PASS"}
+    assert json.loads(rows[0]["details"]) is not None
+    rt, _ = run_policy(tmp_path, fleet_for_ssh_rule(INCIDENT), "ndjson")
+    lines = out(rt).splitlines()
+    assert all(json.loads(line)["nodeID"] for line in lines)
+
+
+def test_command_table_names_every_host(tmp_path: Path) -> None:
+    rt, status = run_policy(tmp_path, fleet_for_ssh_rule(INCIDENT), "table")
+    text = out(rt)
+    assert status == ExitStatus.FINDINGS
+    assert re.search(r"ssh_private_keys_encrypted_ec\s+high\s+node-1\s+FAIL", text)
+    assert "/root/.ssh/id_rsa" in text
+
+
+def test_all_pass_is_0_and_error_only_is_1(tmp_path: Path) -> None:
+    clean = {"node-1": [EC_ENC], "node-2": []}
+    rt, status = run_policy(tmp_path, fleet_for_ssh_rule(clean), "json")
+    assert status == ExitStatus.SUCCESS
+    assert "every host passed every policy (exit 0)" in err(rt)
+    broken = {"node-1": [EC_ENC], "node-2": "Error: socket gone"}
+    rt, status = run_policy(tmp_path, fleet_for_ssh_rule(broken), "json")
+    assert status == ExitStatus.FAILURE
+    assert "node-2 ERROR" in err(rt)
+    assert "node-2 did not answer: compliance is unproven (exit 1)" in err(rt)
+
+
+def test_bad_input_is_refused_before_asking(tmp_path: Path) -> None:
+    fleet = fleet_for_ssh_rule(INCIDENT)
+    rt, status = run_policy(tmp_path, fleet, "yaml")
+    assert status == ExitStatus.BAD_INPUT
+    rt, status = run_policy(tmp_path, fleet, "json", hosts="nosuchhost")
+    assert status == ExitStatus.BAD_INPUT
+    assert "nosuchhost" in err(rt)
+    assert fleet.requests == []
