@@ -9,6 +9,7 @@ The same collection serves ``invoke <task>`` (through ``tasks.py``) and the
 
 from __future__ import annotations
 
+import signal
 import traceback
 from collections.abc import Callable
 
@@ -65,6 +66,27 @@ def _finish(c: Context, work: Callable[[Runtime], ExitStatus], settings: str) ->
         raise Exit(code=int(status))
 
 
+_HELP_FLAGS = ("-h", "--help")
+
+
+def _wants_help(name: str, *positional: str) -> bool:
+    """True (after printing the task's help) when ``--help`` landed in a positional.
+
+    Invoke hands the token after ``query`` to its positional SQL argument even
+    when it is ``--help``; a person asking for help must get help, not a query
+    named "--help".
+    """
+    if not any(value in _HELP_FLAGS for value in positional):
+        return False
+    task_obj = namespace.tasks[name]
+    lines = [f"Usage: fleetkit {name} [--options]", "", f"  {(task_obj.__doc__ or '').strip()}", ""]
+    for argument in task_obj.get_arguments():
+        flag = "--" + argument.name.replace("_", "-")
+        lines.append(f"  {flag:<26} {_OPTION_HELP[name].get(argument.name, '')}")
+    print("\n".join(lines))
+    return True
+
+
 _SETTINGS_HELP = "settings file (default: $FLEETKIT_SETTINGS or ./fleetkit.yaml)"
 
 
@@ -108,6 +130,8 @@ def query(
     settings: str = "",
 ) -> None:
     """Run one osquery SQL question on the fleet and print one merged result."""
+    if _wants_help("query", sql):
+        return
     import fleetkit.query as core
 
     _finish(
@@ -164,6 +188,8 @@ def onboard(
     settings: str = "",
 ) -> None:
     """Add a device: pin its host key, add it to the inventory, provision, verify."""
+    if _wants_help("onboard", host, address):
+        return
     import fleetkit.onboard as core
 
     _finish(
@@ -288,8 +314,11 @@ def quarantine(c: Context, hosts: str = "", release: bool = False, settings: str
 
 
 namespace = Collection(provision, query, verify, onboard, nodes, policy, hunt, quarantine)
+#: Option help kept aside: Invoke consumes ``Task.help`` while it builds its parser.
+_OPTION_HELP = {name: dict(task_obj.help) for name, task_obj in namespace.tasks.items()}
 
 
 def main() -> None:
     """The ``fleetkit`` console script (works outside the repository checkout)."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `fleetkit ... | head` ends quietly
     Program(namespace=namespace, name="fleetkit", binary="fleetkit", version=__version__).run()

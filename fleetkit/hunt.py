@@ -242,11 +242,17 @@ def _too_many(file: str | None) -> None:
     )
 
 
-def hash_scope(environ: dict[str, str] | None) -> tuple[str, ...]:
-    """The directory globs a hash-only indicator is looked for in."""
+def hash_scope(
+    environ: dict[str, str] | None, configured: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
+    """The directory globs a hash-only indicator is looked for in.
+
+    ``$FLEETKIT_HUNT_SCOPE`` wins over the settings' ``hunt.scope``, which wins
+    over :data:`DEFAULT_HASH_SCOPE`.
+    """
     raw = (environ or {}).get(SCOPE_ENV, "")
     if not raw.strip():
-        return DEFAULT_HASH_SCOPE
+        return configured or DEFAULT_HASH_SCOPE
     scope = tuple(part.strip() for part in raw.split(",") if part.strip())
     for glob in scope:
         validate_path(glob, where=SCOPE_ENV)
@@ -441,7 +447,7 @@ def run(
             key="--format",
         )
     indicators = gather_indicators(path, sha256, ioc_file, rt.env.cwd)
-    scope = hash_scope(dict(rt.env.environ))
+    scope = hash_scope(dict(rt.env.environ), rt.settings.hunt_scope)
     batches = build_batches(plan_targets(indicators, scope))
     denied = rt.settings.osquery.disabled_tables
     for sql in batches:

@@ -448,7 +448,7 @@ def run(
     *,
     hosts: str,
     release: bool,
-    rollback_seconds: float = DEFAULT_ROLLBACK_SECONDS,
+    rollback_seconds: float | None = None,
     relabel: Callable[[Runtime, list[str]], dict[str, str]] | None = None,
 ) -> ExitStatus:
     settings = rt.settings
@@ -456,7 +456,10 @@ def run(
     env = rt.env
     isolator = Isolator(
         connect=rt.connector.connect,
-        rollback_seconds=max(rollback_seconds, 2 * settings.ssh.connect_timeout),
+        rollback_seconds=max(
+            rollback_seconds or settings.quarantine_rollback_seconds,
+            2 * settings.ssh.connect_timeout,
+        ),
         clock=env.clock,
         sleep=env.sleep,
     )

@@ -288,7 +288,7 @@ def ask_over_ssh(
         parallelism=rt.settings.ssh.parallelism,
         on_done=lambda _outcome: progress.step(),
     )
-    nodes = [ssh_node_result(outcome) for outcome in outcomes]
+    nodes = _ordered([ssh_node_result(outcome) for outcome in outcomes])
     return FleetAnswer(nodes=nodes, job_id=None, expected=[h.name for h in hosts])
 
 

@@ -142,6 +142,10 @@ class Settings:
     #: Directory of the Jinja2 templates provisioning renders; None = the ones
     #: shipped with fleetkit (``templates/`` beside the package).
     templates_dir: str | None = None
+    #: Where a hash-only hunt looks (directory globs); None = fleetkit.hunt's default.
+    hunt_scope: tuple[str, ...] | None = None
+    #: Seconds a quarantined host waits for fleetkit to reconnect before rolling back.
+    quarantine_rollback_seconds: float = 30.0
 
 
 class _Reader:
@@ -231,6 +235,8 @@ def load_settings(environ: Mapping[str, str], cwd: str, path: str | None = None)
             "service_manager",
             "admin_networks",
             "templates_dir",
+            "hunt",
+            "quarantine",
         },
     )
     inventory_dir = top.path("inventory", base, "inventory")
@@ -253,6 +259,10 @@ def load_settings(environ: Mapping[str, str], cwd: str, path: str | None = None)
         ),
         admin_networks=top.str_list("admin_networks", ()),
         templates_dir=top.path("templates_dir", base) if top.has("templates_dir") else None,
+        hunt_scope=_read_hunt_scope(top),
+        quarantine_rollback_seconds=top.child("quarantine", {"rollback_seconds"}).number(
+            "rollback_seconds", 30.0
+        ),
     )
 
 
@@ -444,3 +454,14 @@ def _read_query(top: _Reader, base: Path, environ: Mapping[str, str]) -> QuerySe
         s3=s3,
         redact_columns=r.str_list("redact_columns", ()),
     )
+
+
+def _read_hunt_scope(top: _Reader) -> tuple[str, ...] | None:
+    r = top.child("hunt", {"scope"})
+    if not r.has("scope"):
+        return None
+    scope = r.str_list("scope", ())
+    for glob in scope:
+        if not glob.startswith("/"):
+            raise r.err("scope", f"expected absolute directory globs, got {glob!r}")
+    return scope

@@ -26,8 +26,11 @@ def source_digest(directory: Path) -> str:
     """SHA-256 over every source file below ``directory`` (names and contents)."""
     digest = hashlib.sha256()
     for path in sorted(directory.rglob("*")):
-        if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
+        relative = path.relative_to(directory).parts
+        if not path.is_file() or path.suffix == ".pyc":
             continue
+        if any(part == "__pycache__" or part.startswith(".") for part in relative):
+            continue  # caches (__pycache__, .mypy_cache, ...) are not sources
         digest.update(str(path.relative_to(directory)).encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -35,7 +35,7 @@ from fleetkit.runtime import Runtime
 from lab.fleet import Lab
 
 #: Seconds the compute agents get to join the orchestrator after provisioning.
-JOIN_TIMEOUT = 30.0
+JOIN_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,20 @@ def test_secrets_are_redacted_from_error_messages() -> None:
 
 def test_success_passes_through() -> None:
     assert run_command(lambda _: ExitStatus.SUCCESS, _runtime()) == ExitStatus.SUCCESS
+
+
+def test_query_help_prints_help_instead_of_running_a_query() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from fleetkit.cli import main; main()", "query", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    assert done.returncode == 0
+    assert "Usage: fleetkit query" in done.stdout
+    assert "--select" in done.stdout
+    assert "fleetkit.yaml" not in done.stderr
