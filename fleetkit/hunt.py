@@ -37,7 +37,6 @@ answer); 1 FAILURE when some node could not answer and nothing was found
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import TextIO
 
 from fleetkit.inventory import parse_hosts_option
+from fleetkit.output import check_format, write_records
 from fleetkit.policy import redact_rows
 from fleetkit.query import FleetAnswer, QueryRequest, ask_fleet
 from fleetkit.runtime import Runtime
@@ -74,7 +74,6 @@ DEFAULT_HASH_SCOPE = (
     "/root/*",
     "/home/*/*",
 )
-OUTPUT_FORMATS = ("table", "json", "ndjson", "csv")
 COLUMNS = ("hostname", "nodeID", "path", "sha256")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -402,23 +401,7 @@ def hunt_fleet(
 
 
 def write_hits(hits: Sequence[dict[str, str]], output_format: str, out: TextIO) -> None:
-    if output_format == "json":
-        json.dump(list(hits), out, indent=2, ensure_ascii=False)
-        out.write("\n")
-    elif output_format == "ndjson":
-        for hit in hits:
-            out.write(json.dumps(hit, ensure_ascii=False) + "\n")
-    elif output_format == "csv":
-        writer = csv.DictWriter(out, fieldnames=list(COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(hits)
-    else:
-        rows = [[hit[c] for c in COLUMNS] for hit in hits]
-        header = [c.upper() for c in COLUMNS]
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(COLUMNS))]
-        for row in [header, *rows]:
-            out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-            out.write("\n")
+    write_records(hits, COLUMNS, output_format, out)
 
 
 def exit_status_for_hunt(result: HuntResult) -> ExitStatus:
@@ -441,11 +424,7 @@ def run(
     output_format: str,
     ask: Asker | None = None,
 ) -> ExitStatus:
-    if output_format not in OUTPUT_FORMATS:
-        raise UsageError(
-            f"unknown format {output_format!r} (choose {', '.join(OUTPUT_FORMATS)})",
-            key="--format",
-        )
+    output_format = check_format(output_format)
     indicators = gather_indicators(path, sha256, ioc_file, rt.env.cwd)
     scope = hash_scope(dict(rt.env.environ), rt.settings.hunt_scope)
     batches = build_batches(plan_targets(indicators, scope))

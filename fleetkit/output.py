@@ -34,10 +34,10 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, TextIO
 
 from fleetkit.environment import Environment
 from fleetkit.results import (
@@ -80,6 +80,37 @@ def check_format(name: str) -> str:
     if fmt not in FORMATS:
         raise UsageError(f"must be one of {', '.join(FORMATS)}, got {name!r}", key="--format")
     return fmt
+
+
+def write_records(
+    records: Sequence[Mapping[str, object]],
+    columns: Sequence[str],
+    output_format: str,
+    out: TextIO,
+) -> None:
+    """Small results already in memory (policy verdicts, hunt hits) in any format.
+
+    The fleet merge streams bytes (``write_merged``); these are a few rows per
+    host, so plain ``json``/``csv`` calls are clearer. ``table`` aligns
+    ``columns`` under an upper-case header.
+    """
+    if output_format == "json":
+        json.dump(list(records), out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    elif output_format == "ndjson":
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    elif output_format == "csv":
+        writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    else:
+        rows = [[str(record.get(c, "")) for c in columns] for record in records]
+        header = [c.upper() for c in columns]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(columns))]
+        for row in [header, *rows]:
+            out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+            out.write("\n")
 
 
 def check_output_path(path: str | None) -> None:

@@ -27,16 +27,15 @@ the ``status`` field of ``--format json``.
 
 from __future__ import annotations
 
-import csv
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
-from fleetkit.inventory import parse_hosts_option
+from fleetkit.inventory import NAME_RE, parse_hosts_option
+from fleetkit.output import check_format, write_records
 from fleetkit.query import FleetAnswer, QueryRequest, ask_fleet
 from fleetkit.results import NodeResult
 from fleetkit.runtime import Runtime
@@ -61,10 +60,8 @@ POLICY_KEYS = {
 }
 SEVERITIES = ("low", "medium", "high", "critical")
 MEANINGS = ("pass_if_rows", "fail_if_rows")
-OUTPUT_FORMATS = ("table", "json", "ndjson", "csv")
 #: Where shipped packs live in a checkout (``packs/`` at the repository root).
 SHIPPED_PACKS_DIR = Path(__file__).resolve().parent.parent / "packs"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 class Verdict(StrEnum):
@@ -169,7 +166,7 @@ def load_pack(path: Path, denied_tables: Iterable[str] = ()) -> Pack:
     data = expect_mapping(load_yaml(path), file=file, key="(top level)")
     reject_unknown_keys(data, PACK_KEYS, file=file, key="")
     name = _text(data, "pack", file=file, key="pack")
-    if not _NAME_RE.match(name):
+    if not NAME_RE.match(name):
         raise ConfigError(f"invalid pack name {name!r}", file=file, key="pack")
     raw_policies = data.get("policies")
     if not isinstance(raw_policies, list) or not raw_policies:
@@ -197,7 +194,7 @@ def _read_policy(raw: Any, *, pack: str, file: str, where: str) -> Policy:
         raise ConfigError("empty policy", file=file, key=where)
     reject_unknown_keys(entry, POLICY_KEYS, file=file, key=where)
     name = _text(entry, "name", file=file, key=f"{where}.name")
-    if not _NAME_RE.match(name):
+    if not NAME_RE.match(name):
         raise ConfigError(f"invalid policy name {name!r}", file=file, key=f"{where}.name")
     severity = _text(entry, "severity", file=file, key=f"{where}.severity")
     if severity not in SEVERITIES:
@@ -392,35 +389,31 @@ def redact_rows(rows: list[dict[str, str]], columns: Iterable[str]) -> list[dict
     return [{k: REDACTED if k in hidden else v for k, v in row.items()} for row in rows]
 
 
+#: Columns of the csv and ndjson records (one per host per policy).
+RECORD_COLUMNS = (
+    "pack",
+    "policy",
+    "severity",
+    "nodeID",
+    "hostname",
+    "status",
+    "details",
+    "error",
+    "resolution",
+)
+
+
 def write_verdicts(verdicts: Sequence[HostVerdict], output_format: str, out: TextIO) -> None:
     """Machine formats on stdout; ``table`` is for people (one line per host per policy)."""
+    if output_format == "table":
+        out.write(render_table(verdicts))
+        return
     records = [v.record() for v in verdicts]
-    if output_format == "json":
-        json.dump(records, out, indent=2, ensure_ascii=False)
-        out.write("\n")
-    elif output_format == "ndjson":
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    elif output_format == "csv":
-        columns = [
-            "pack",
-            "policy",
-            "severity",
-            "nodeID",
-            "hostname",
-            "status",
-            "details",
-            "error",
-            "resolution",
-        ]
-        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
+    if output_format == "csv":  # one cell per field: nested details as JSON text
         for record in records:
             record["details"] = json.dumps(record["details"], ensure_ascii=False)
             record["error"] = record["error"] or ""
-            writer.writerow(record)
-    else:
-        out.write(render_table(verdicts))
+    write_records(records, RECORD_COLUMNS, output_format, out)
 
 
 def render_table(verdicts: Sequence[HostVerdict]) -> str:
@@ -485,11 +478,7 @@ def run(
     output_format: str,
     ask: Asker | None = None,
 ) -> ExitStatus:
-    if output_format not in OUTPUT_FORMATS:
-        raise UsageError(
-            f"unknown format {output_format!r} (choose {', '.join(OUTPUT_FORMATS)})",
-            key="--format",
-        )
+    output_format = check_format(output_format)
     settings = rt.settings
     rt.inventory.select(parse_hosts_option(hosts))  # unknown names: exit 2 before anything runs
     files = [Path(rt.env.cwd, p) for p in packs] if packs else default_pack_files(settings.base_dir)
