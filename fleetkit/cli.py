@@ -174,6 +174,7 @@ def verify(c: Context, hosts: str = "", json: bool = False, settings: str = "") 
         "user": "login user (default root)",
         "labels": "node labels k=v,...",
         "host_key_fingerprint": "expected SHA256:... fingerprint (skips the prompt)",
+        "bacalhau_api_port": "the node's agent API port, when nodes share one network namespace",
         "settings": _SETTINGS_HELP,
     },
 )
@@ -185,6 +186,7 @@ def onboard(
     user: str = "root",
     labels: str = "",
     host_key_fingerprint: str = "",
+    bacalhau_api_port: int = 0,
     settings: str = "",
 ) -> None:
     """Add a device: pin its host key, add it to the inventory, provision, verify."""
@@ -202,6 +204,7 @@ def onboard(
             user=user,
             labels=labels,
             fingerprint=host_key_fingerprint or None,
+            api_port=bacalhau_api_port or None,
         ),
         settings,
     )

@@ -218,15 +218,6 @@ def write_host_file(rt: Runtime, request: OnboardRequest) -> Path:
     return target
 
 
-def reload_inventory(rt: Runtime) -> None:
-    """Forget the cached inventory so the new hosts.d file is read.
-
-    Open question for the lead: a ``Runtime.reload_inventory()`` would say this
-    without reaching into the cached property.
-    """
-    rt.__dict__.pop("inventory", None)
-
-
 def wait_for_node(rt: Runtime, host: Host) -> str:
     """Wait (bounded) until the orchestrator lists the node CONNECTED; a line for the user."""
     client = BacalhauClient.from_runtime(rt)
@@ -262,7 +253,7 @@ def onboard(rt: Runtime, request: OnboardRequest) -> ExitStatus:
     if existing is None:
         path = write_host_file(rt, request)
         rt.env.say(f"onboard: added {request.name} to the inventory: {path}")
-        reload_inventory(rt)
+        rt.reload_inventory()
     else:
         rt.env.say(f"onboard: {request.name} already in the inventory ({existing.source})")
     host = rt.inventory.get(request.name)

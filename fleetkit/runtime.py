@@ -46,6 +46,11 @@ class Runtime:
     def connector(self) -> Connector:
         return Connector(self.settings.ssh, self.known_hosts)
 
+    def reload_inventory(self) -> Inventory:
+        """Read the inventory again (after onboarding or quarantine wrote a file)."""
+        self.__dict__.pop("inventory", None)
+        return self.inventory
+
     def load(self) -> None:
         """Validate settings and inventory now (before anything is contacted)."""
         _ = self.settings, self.inventory

@@ -471,9 +471,15 @@ class TarballBinaryStep(Step):
 
 @dataclass(frozen=True)
 class ServiceStep(Step):
-    """The service enabled and running; restarted once when something notified it."""
+    """The service enabled and running; restarted once when something notified it.
+
+    ``socket``: a path the running daemon must provide (osqueryd's extensions
+    socket). A daemon that runs without it is broken (someone removed the
+    socket, or it lost it), so it is restarted rather than waited on.
+    """
 
     spec: ServiceSpec
+    socket: str | None = None
 
     def describe(self) -> str:
         return f"service {self.spec.name}"
@@ -483,6 +489,8 @@ class ServiceStep(Step):
         look = session.must(manager.look_command(self.spec), f"look at {self.spec.name}")
         state = manager.parse_look(look.out)
         restart = state.restart_pending or (self.spec.name, "restart") in session.notified
+        if state.running and not restart and self.socket and self._socket_missing(session):
+            restart = True
         reload = manager.can_enable and (
             state.reload_pending or (self.spec.name, "reload") in session.notified
         )
@@ -505,6 +513,9 @@ class ServiceStep(Step):
             session.must(manager.enable_command(self.spec), f"enable {self.spec.name}")
             return StepResult(True, f"enabled {self.spec.name} {via}")
         return StepResult(False, f"{self.spec.name} running {via}")
+
+    def _socket_missing(self, session: HostSession) -> bool:
+        return not session.run(f"[ -S {shlex.quote(self.socket or '')} ]").ok
 
 
 @dataclass(frozen=True)

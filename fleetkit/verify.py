@@ -476,29 +476,14 @@ def check_service(name: str, host: str, service: str, probe: Probe | None) -> Ch
     return failed(name, f"{service} is not running ({manager}: {how})", provision_fix(host))
 
 
-def check_socket(host: str, probe: Probe | None, expected: Expected, daemon: Probe | None) -> Check:
-    """The extensions socket; when the daemon runs without it, only a restart brings it back.
-
-    Provisioning does not restart a running osqueryd whose socket vanished
-    (it waits for the socket and fails), so the fix names the restart itself.
-    """
+def check_socket(host: str, probe: Probe | None, expected: Expected) -> Check:
+    """The extensions socket; provisioning restarts a daemon that runs without it."""
     name = "osquery.socket"
     if probe is None:
         return _missing_probe(name)
     if probe.ok:
         return passed(name, f"{expected.socket} is a unix socket")
-    manager, running = _service_state(daemon) if daemon else ("?", False)
-    if not running:
-        fix = provision_fix(host)
-    elif manager == "systemd":
-        fix = f"restart osqueryd so it recreates the socket: on {host}: systemctl restart osqueryd"
-    else:
-        stop = StartStopDaemon().stop_command(_spec("osqueryd", "osqueryd.service"))
-        fix = (
-            f"restart osqueryd so it recreates the socket: on {host}: {stop}; "
-            f"then {provision_fix(host)}"
-        )
-    return failed(name, f"{expected.socket}: {probe.said()}", fix)
+    return failed(name, f"{expected.socket}: {probe.said()}", provision_fix(host))
 
 
 def check_probe_query(host: str, probe: Probe | None, expected: Expected) -> Check:
@@ -917,7 +902,7 @@ def host_checks(
         *checks,
         check_osquery_package(host.name, f("osquery_package"), expected),
         daemon,
-        check_socket(host.name, f("osquery_socket"), expected, f("osqueryd_service")),
+        check_socket(host.name, f("osquery_socket"), expected),
         check_probe_query(host.name, f("osquery_probe"), expected),
         check_flags(host.name, f("osquery_flags"), expected),
         check_bacalhau_binary(host.name, f("bacalhau_binary"), expected),

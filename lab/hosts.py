@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import shlex
 import signal
 import socket
@@ -542,13 +543,25 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+#: Ports handed out by the lab: below the kernel's ephemeral range (32768-60999)
+#: so an outgoing connection can never take a port before its daemon binds it.
+_PORT_RANGE = (20000, 32000)
+
+
 def free_ports(count: int, address: str = "") -> list[int]:
-    """``count`` distinct TCP ports free right now (all held open until all are chosen)."""
+    """``count`` distinct TCP ports free right now (all held open until all are chosen).
+
+    Random ports below the ephemeral range, each proven free by binding it.
+    """
     sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        while len(sockets) < count:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((address, 0))
+            try:
+                s.bind((address, random.randint(*_PORT_RANGE)))
+            except OSError:
+                s.close()
+                continue
             sockets.append(s)
         return [s.getsockname()[1] for s in sockets]
     finally:

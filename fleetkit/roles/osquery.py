@@ -74,7 +74,7 @@ def compute_steps(host: Host, context: RoleContext) -> list[Step]:
             notify=restart,
             template="osquery.flags.j2",
         ),
-        ServiceStep(service),
+        ServiceStep(service, socket=osq.extensions_socket),
         SocketStep(osq.extensions_socket, timeout=SOCKET_TIMEOUT),
     ]
     return steps

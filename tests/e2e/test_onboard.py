@@ -7,7 +7,6 @@ neither in the inventory nor pinned, exactly like a new device on the network.
 from __future__ import annotations
 
 import base64
-import io
 import json
 from collections.abc import Iterator
 
@@ -15,11 +14,7 @@ import paramiko
 import pytest
 import requests
 
-from fleetkit import onboard
-from fleetkit.cli import run_command
-from fleetkit.environment import Environment
 from fleetkit.inventory import load_inventory
-from fleetkit.runtime import Runtime
 from fleetkit.ssh import fingerprint
 from lab.fleet import Lab
 from lab.hosts import LabHost
@@ -56,29 +51,23 @@ def snapshot(lab: Lab) -> dict[str, bytes]:
 
 
 def run_onboard(lab: Lab, host: LabHost, *, fp: str | None, api_port: int | None) -> CliResult:
-    """``invoke onboard`` in-process, with the lab-only agent API port (see onboard.run)."""
-    out, err = io.StringIO(), io.StringIO()
-    env = Environment(
-        stdout=out,
-        stderr=err,
-        stdin=io.StringIO(""),
-        environ=lab.environ(),
-        cwd=str(lab.workdir),
-    )
-    status = run_command(
-        lambda rt: onboard.run(
-            rt,
-            name=host.name,
-            address=host.address,
-            port=host.ssh_port,
-            user="root",
-            labels="role=osquery,env=lab",
-            fingerprint=fp,
-            api_port=api_port,
-        ),
-        Runtime(env=env),
-    )
-    return CliResult(int(status), out.getvalue(), err.getvalue())
+    """``invoke onboard`` through the real CLI (lab nodes need their own agent API port)."""
+    argv = [
+        "onboard",
+        "--host",
+        host.name,
+        "--address",
+        host.address,
+        "--port",
+        str(host.ssh_port),
+        "--labels",
+        "role=osquery,env=lab",
+    ]
+    if fp:
+        argv += ["--host-key-fingerprint", fp]
+    if api_port:
+        argv += ["--bacalhau-api-port", str(api_port)]
+    return run_cli(lab, *argv)
 
 
 def test_wrong_fingerprint_or_no_confirmation_writes_nothing(small_lab: Lab) -> None:
