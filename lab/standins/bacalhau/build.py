@@ -14,8 +14,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import shutil
+import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -49,8 +52,39 @@ def build_zipapp(version: str = "v1.9.3", arch: str = "amd64") -> bytes:
         _zip_member(archive, "__main__.py", _MAIN.encode())
         for path in sorted(SOURCE.glob("*.py")):
             _zip_member(archive, f"bacalhau_standin/{path.name}", path.read_bytes())
+        for name, code in _bytecode().items():
+            _zip_member(archive, f"bacalhau_standin/{name}", code)
         _zip_member(archive, "bacalhau_standin/build.json", json.dumps(stamp).encode())
     return f"#!{INTERPRETER}\n".encode() + buffer.getvalue()
+
+
+def _bytecode() -> dict[str, bytes]:
+    """``module.pyc`` for each module, compiled by the hosts' interpreter.
+
+    zipimport cannot cache bytecode, so without these every ``bacalhau``
+    invocation (a ``version --client`` per verify) recompiles the whole
+    package. Unchecked hash-based pycs keep the build reproducible.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "bacalhau_standin"
+        shutil.copytree(SOURCE, target, ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(
+            [
+                INTERPRETER,
+                "-m",
+                "compileall",
+                "-q",
+                "-b",
+                "--invalidation-mode",
+                "unchecked-hash",
+                "-d",
+                "bacalhau_standin",
+                str(target),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return {path.name: path.read_bytes() for path in sorted(target.glob("*.pyc"))}
 
 
 def tarball_name(version: str = "v1.9.3", arch: str = "amd64") -> str:

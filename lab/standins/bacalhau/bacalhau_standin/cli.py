@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import urllib.request
 from dataclasses import dataclass, field
 from typing import TextIO
 
-import yaml
-
 from .buildinfo import version_info
 from .config import ConfigProblem, build_config
-from .logs import Log
 
 HELP = """\
 LAB STAND-IN for Bacalhau (not the real Bacalhau): a small Python program that
@@ -104,7 +100,9 @@ def _version_payload(output: str, client: dict[str, str], server: dict[str, str]
             data["serverVersion"] = server
         if output == "json":
             return json.dumps(data)
-        return yaml.safe_dump(data, sort_keys=False).rstrip()
+        import yaml  # imported here: `version --client` runs on every verify, keep it light
+
+        return str(yaml.safe_dump(data, sort_keys=False)).rstrip()
     if server is None:
         return f" CLIENT \n {client['GitVersion']} "
     width = max(len(client["GitVersion"]), len("CLIENT"))
@@ -114,6 +112,8 @@ def _version_payload(output: str, client: dict[str, str], server: dict[str, str]
 
 
 def _server_version(inv: Invocation) -> dict[str, str]:
+    import urllib.request
+
     config = build_config([], inv.configs)
     host = inv.options.get("api-host") or os.environ.get("BACALHAU_API_HOST") or "127.0.0.1"
     host = "127.0.0.1" if host == "0.0.0.0" else host
@@ -139,6 +139,7 @@ def version(inv: Invocation, out: TextIO) -> int:
 
 
 def serve(inv: Invocation) -> int:
+    from .logs import Log
     from .node import serve as run_node
 
     flags = list(inv.configs)

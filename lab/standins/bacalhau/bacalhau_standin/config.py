@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 DEFAULTS: dict[str, Any] = {
     "NameProvider": "puuid",
     "DataDir": "",
@@ -286,6 +284,8 @@ def load_yaml_layer(path: str) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigProblem(f"reading config file {path}: {exc.strerror}") from exc
+    import yaml  # only when a file is read: `version --client` stays light
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
