@@ -26,7 +26,6 @@ names to be those hostnames (an FQDN node ID also matches its short name).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,8 +34,8 @@ from typing import Any
 
 from fleetkit.bacalhau import BacalhauClient, NodeState, OrchestratorError
 from fleetkit.inventory import Host
+from fleetkit.output import emit_report
 from fleetkit.runtime import Runtime
-from fleetkit.secrets import redact
 from fleetkit.status import ExitStatus
 
 
@@ -330,17 +329,17 @@ def run(rt: Runtime, *, as_json: bool, approve: bool) -> ExitStatus:
     rt.load()
     client = BacalhauClient.from_runtime(rt)
     hosts = list(rt.inventory.hosts)
-    view = reconcile(hosts, client.nodes(), orchestrator_url=client.base_url)
+    view = reconcile(hosts, client.nodes(), orchestrator_url=client.display_url)
     if approve:
         approvals = approve_pending(client, view)
         if any(result == "approved" for _, result in approvals):
-            view = reconcile(hosts, client.nodes(), orchestrator_url=client.base_url)
+            view = reconcile(hosts, client.nodes(), orchestrator_url=client.display_url)
         view = Reconciliation(view.rows, view.orchestrator_url, tuple(approvals))
-    if as_json:
-        rt.env.stdout.write(redact(json.dumps(view.to_json(), indent=2)) + "\n")
-        rt.env.stdout.flush()
-        rt.env.say(summary_line(view))
-    else:
-        rt.env.stderr.write(redact(render_table(view)))
-        rt.env.stderr.flush()
+    emit_report(
+        rt.env,
+        as_json=as_json,
+        data=view.to_json(),
+        summary=summary_line(view),
+        table=render_table(view),
+    )
     return view.exit_status

@@ -48,6 +48,7 @@ from fleetkit.results import (
     redact_row,
     tag_row,
 )
+from fleetkit.secrets import redact
 from fleetkit.status import UsageError
 
 FORMATS = ("json", "ndjson", "csv", "table")
@@ -111,6 +112,19 @@ def write_records(
         for row in [header, *rows]:
             out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
             out.write("\n")
+
+
+def emit_report(env: Environment, *, as_json: bool, data: object, summary: str, table: str) -> None:
+    """A report for people and scripts (verify, nodes): ``--json`` puts the data
+    on stdout and a one-line summary on stderr; otherwise the table goes to
+    stderr. Secrets are redacted either way."""
+    if as_json:
+        env.stdout.write(redact(json.dumps(data, indent=2)) + "\n")
+        env.stdout.flush()
+        env.say(summary)
+    else:
+        env.stderr.write(redact(table))
+        env.stderr.flush()
 
 
 def check_output_path(path: str | None) -> None:

@@ -43,6 +43,7 @@ import yaml
 from fleetkit.bacalhau import BacalhauClient, NodeState, OrchestratorError
 from fleetkit.inventory import Host, parse_hosts_option
 from fleetkit.nodes import find_node
+from fleetkit.output import emit_report
 from fleetkit.results import OutputError, parse_osqueryi_json
 from fleetkit.runtime import Runtime
 from fleetkit.secrets import redact
@@ -1038,11 +1039,11 @@ def run(rt: Runtime, *, hosts: str, as_json: bool) -> ExitStatus:
     rt.load()
     selected = rt.inventory.select(parse_hosts_option(hosts))
     report = verify(rt, selected)
-    if as_json:
-        rt.env.stdout.write(redact(json.dumps(report.to_json(), indent=2)) + "\n")
-        rt.env.stdout.flush()
-        rt.env.say(summary_line(report))
-    else:
-        rt.env.stderr.write(redact(render_table(report)))
-        rt.env.stderr.flush()
+    emit_report(
+        rt.env,
+        as_json=as_json,
+        data=report.to_json(),
+        summary=summary_line(report),
+        table=render_table(report),
+    )
     return report.exit_status
