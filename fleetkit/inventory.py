@@ -24,6 +24,8 @@ CONTROL_PLANE = "control_plane"
 COMPUTE = "compute"
 ALL = "all"
 ONBOARDED_DIR = "hosts.d"
+DEFAULT_PORT = 22
+DEFAULT_USER = "root"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
@@ -41,8 +43,8 @@ GROUP_KEYS = {"hosts", "vars"}
 class Host:
     name: str
     address: str
-    port: int = 22
-    user: str = "root"
+    port: int = DEFAULT_PORT
+    user: str = DEFAULT_USER
     labels: dict[str, str] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
     identity_file: str | None = None
@@ -223,8 +225,8 @@ def _finish_host(draft: _Draft, group_vars: dict[str, list[tuple[dict[str, Any],
     host_key = f"{draft.groups[0]}.hosts.{draft.name}"
     if not isinstance(address, str) or not _ADDRESS_RE.match(address):
         raise ConfigError(f"invalid address {address!r}", file=file, key=f"{host_key}.address")
-    port = _port(merged.get("port", (22, file)), key=f"{host_key}.port")
-    user_value, user_file = merged.get("user", ("root", file))
+    port = _port(merged.get("port", (DEFAULT_PORT, file)), key=f"{host_key}.port")
+    user_value, user_file = merged.get("user", (DEFAULT_USER, file))
     if not isinstance(user_value, str) or not _USER_RE.match(user_value):
         raise ConfigError(f"invalid user {user_value!r}", file=user_file, key=f"{host_key}.user")
     identity = merged.get("identity_file", (None, file))[0]

@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 import paramiko
 from fabric import Config, Connection
 
-from fleetkit.inventory import Host
+from fleetkit.inventory import DEFAULT_PORT, DEFAULT_USER, Host
 from fleetkit.secrets import redact
 from fleetkit.settings import SSHSettings
 from fleetkit.status import ConfigError, HostError
@@ -193,7 +193,8 @@ class Remote:
         self.command_timeout = command_timeout
 
     def as_root(self, command: str) -> str:
-        if self.host.user == "root":
+        # The user actually logged in as (ssh_config may have chosen it).
+        if self.connection.user == "root":
             return command
         return f"sudo -n -- sh -c {shlex.quote(command)}"
 
@@ -310,16 +311,35 @@ class Connector:
         }
         if identity:
             connect_kwargs["key_filename"] = [str(Path(identity).expanduser())]
+        config = self._config()
+        user, port = self._user_and_port(config, host)
         connection = Connection(
             host.address,
-            user=host.user,
-            port=host.port,
-            config=self._config(),
+            user=user,
+            port=port,
+            config=config,
             connect_timeout=self.settings.connect_timeout,
             connect_kwargs=connect_kwargs,
         )
         self._pin(connection, host)
         return connection
+
+    @staticmethod
+    def _user_and_port(config: Config, host: Host) -> tuple[str, int]:
+        """The inventory's user and port, unless left at their defaults and ssh_config
+        names them for this host (``Host web-* / User deploy / Port 2222``).
+
+        Open question: the inventory cannot say "22, and I mean it" against an
+        ssh_config Port; set the port in ssh_config or the inventory, not both.
+        """
+        lookup = config.base_ssh_config.lookup(host.address)
+        user = host.user
+        if host.user == DEFAULT_USER and lookup.get("user"):
+            user = str(lookup["user"])
+        port = host.port
+        if host.port == DEFAULT_PORT and str(lookup.get("port", "")).isdigit():
+            port = int(lookup["port"])
+        return user, port
 
     def _pin(self, connection: Connection, host: Host) -> None:
         clients = [connection.client]
