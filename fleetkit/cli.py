@@ -229,7 +229,7 @@ def nodes(c: Context, json: bool = False, approve: bool = False, settings: str =
     auto_shortflags=False,
     iterable=["pack"],
     help={
-        "pack": "policy pack YAML file (repeatable; default: every pack under packs/)",
+        "pack": "policy pack YAML (repeatable; default: packs/ by fleetkit.yaml, else shipped)",
         "hosts": "inventory host names or groups",
         "select": "label selectors k=v,...",
         "via": "bacalhau (default) or ssh",

@@ -60,8 +60,8 @@ POLICY_KEYS = {
 }
 SEVERITIES = ("low", "medium", "high", "critical")
 MEANINGS = ("pass_if_rows", "fail_if_rows")
-#: Where shipped packs live in a checkout (``packs/`` at the repository root).
-SHIPPED_PACKS_DIR = Path(__file__).resolve().parent.parent / "packs"
+#: The packs shipped with fleetkit (package data); ``packs/`` beside fleetkit.yaml wins.
+SHIPPED_PACKS_DIR = Path(__file__).resolve().parent / "packs"
 
 
 class Verdict(StrEnum):

