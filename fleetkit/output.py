@@ -258,9 +258,10 @@ def node_rows_json(
 
     A node that is not OK gives (b"", 0); unparseable output marks it FAILED.
     """
-    if not node.ok or node.stdout is None:
+    data = node.output() if node.ok else None
+    if data is None:
         return b"", 0
-    fast = _fast_rows(node, separator, redact)
+    fast = _fast_rows(node, data, separator, redact)
     if fast is not None:
         return fast
     rows = node.checked_rows()
@@ -271,7 +272,7 @@ def node_rows_json(
 
 
 def _fast_rows(
-    node: NodeResult, separator: bytes, redact: frozenset[str]
+    node: NodeResult, data: bytes, separator: bytes, redact: frozenset[str]
 ) -> tuple[bytes, int] | None:
     """Tag rows as bytes when the output is exactly osqueryi's framing; None = use the slow path.
 
@@ -281,7 +282,6 @@ def _fast_rows(
     string values -- which proves the region is valid JSON and tells, without
     scanning again, whether a ``hostname`` or ``nodeID`` column exists.
     """
-    data = node.stdout or b""
     start = json_start(data)
     if start < 0 or not data.startswith(b"[\n", start):
         return None

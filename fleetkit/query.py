@@ -48,7 +48,7 @@ from fleetkit.selectors import Selector, parse_selector
 from fleetkit.settings import S3Settings
 from fleetkit.sqlguard import refuse_denied_tables
 from fleetkit.ssh import CommandResult, CommandTimeout, Outcome, fan_out
-from fleetkit.status import ConfigError, ExitStatus, UsageError
+from fleetkit.status import ConfigError, ExitStatus, FleetkitError, UsageError
 
 if TYPE_CHECKING:
     from fleetkit.s3 import ResultStore
@@ -718,11 +718,14 @@ def fetch_published(
             _fail(results[node_id], f"result is in s3://{bucket}/{key} but query.s3 is not set")
         return
     store = store_factory(s3, rt.env.environ)
-    fetched = store.fetch_many(items, s3.parallelism)
+    # Spooled to anonymous temp files: however many nodes published large
+    # results, memory holds one node's output at a time (during the merge).
+    fetched = store.spool_many(items, s3.parallelism)
     for node_id, _bucket, _key in items:
         value = fetched.get(node_id)
-        if isinstance(value, bytes):
-            results[node_id].stdout = value
+        if value is not None and not isinstance(value, FleetkitError):
+            results[node_id].stdout = None
+            results[node_id].spool = value
         else:
             _fail(results[node_id], str(value) if value else "result object not fetched")
 
@@ -735,7 +738,7 @@ def _default_store(s3: S3Settings, environ: Mapping[str, str]) -> ResultStore:
 
 def _fail(result: NodeResult, message: str) -> None:
     result.status = NodeStatus.FAILED
-    result.stdout = None
+    result.discard_output()
     result.error = message
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import IO, Any
 
@@ -59,10 +59,26 @@ class NodeResult:
     #: Why the node is not OK (osquery's stderr, the SSH error, the reason it is missing).
     error: str | None = None
     exit_code: int | None = None
+    #: A large output fetched from S3 waits here (an anonymous temporary file)
+    #: instead of in ``stdout``, so memory does not grow with the fleet.
+    spool: IO[bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.status is NodeStatus.OK
+
+    def output(self) -> bytes | None:
+        """osqueryi's stdout, read from the spool when it was spooled (one node at a time)."""
+        if self.spool is not None:
+            self.spool.seek(0)
+            return self.spool.read()
+        return self.stdout
+
+    def discard_output(self) -> None:
+        self.stdout = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
 
     def rows(self) -> list[dict[str, str]]:
         """The node's rows (untagged); [] for a node that is not OK.
@@ -70,9 +86,8 @@ class NodeResult:
         Raises :class:`OutputError` when an OK node's output is not osqueryi
         JSON; :meth:`checked_rows` turns that into a FAILED status instead.
         """
-        if not self.ok or self.stdout is None:
-            return []
-        return parse_osqueryi_json(self.stdout)
+        data = self.output() if self.ok else None
+        return [] if data is None else parse_osqueryi_json(data)
 
     def checked_rows(self) -> list[dict[str, str]]:
         """Like :meth:`rows`, but unparseable output marks the node FAILED and gives []."""

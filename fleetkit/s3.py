@@ -13,9 +13,10 @@ bytes: one bad node never costs the others their results.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import IO, Any, TypeVar
 
 import boto3
 import botocore.config
@@ -24,6 +25,8 @@ import botocore.exceptions
 from fleetkit.secrets import redact, remember_secret
 from fleetkit.settings import S3Settings
 from fleetkit.status import ConfigError, FleetkitError
+
+T = TypeVar("T")
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
 
@@ -98,10 +101,39 @@ class ResultStore:
 
     def fetch(self, bucket: str, key: str) -> bytes:
         """One object's bytes; raises :class:`ResultFetchError`."""
+        return self._guarded(
+            bucket,
+            key,
+            lambda: bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read()),
+        )
+
+    def spool(self, bucket: str, key: str) -> IO[bytes]:
+        """One object streamed into an anonymous temporary file (rewound).
+
+        The file has no name on disk and vanishes when closed or collected, so
+        a query that gathers many large results holds them on disk, not in
+        memory; raises :class:`ResultFetchError`.
+        """
+        handle = tempfile.TemporaryFile()  # noqa: SIM115 - returned open, owned by the caller
+        try:
+
+            def copy() -> None:
+                body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+                for chunk in body.iter_chunks(1 << 20):
+                    handle.write(chunk)
+
+            self._guarded(bucket, key, copy)
+        except BaseException:
+            handle.close()
+            raise
+        handle.seek(0)
+        return handle
+
+    def _guarded(self, bucket: str, key: str, action: Callable[[], T]) -> T:
+        """Run one S3 read; every failure becomes a :class:`ResultFetchError` naming it."""
         where = f"s3://{bucket}/{key}"
         try:
-            response = self.client.get_object(Bucket=bucket, Key=key)
-            body: bytes = response["Body"].read()
+            return action()
         except botocore.exceptions.ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
@@ -130,7 +162,6 @@ class ResultStore:
             raise ResultFetchError(
                 bucket, key, f"cannot fetch result object {where}: {type(exc).__name__}: {exc}"
             ) from None
-        return body
 
     def fetch_many(
         self, items: Sequence[tuple[str, str, str]], parallelism: int | None = None
@@ -138,14 +169,31 @@ class ResultStore:
         """``{item_id: bytes or error}`` for ``(item_id, bucket, key)`` items (item_id =
         execution ID), downloaded by at most ``parallelism`` threads at once.
         """
+        return self._in_pool(items, parallelism, self.fetch)
+
+    def spool_many(
+        self, items: Sequence[tuple[str, str, str]], parallelism: int | None = None
+    ) -> dict[str, IO[bytes] | FleetkitError]:
+        """Like :meth:`fetch_many`, each object into its own temporary file (see :meth:`spool`)."""
+        return self._in_pool(items, parallelism, self.spool)
+
+    def _in_pool(
+        self,
+        items: Sequence[tuple[str, str, str]],
+        parallelism: int | None,
+        get: Callable[[str, str], T],
+    ) -> dict[str, T | FleetkitError]:
+        def one(bucket: str, key: str) -> T | FleetkitError:
+            try:
+                return get(bucket, key)
+            except FleetkitError as exc:
+                return exc
+
         workers = min(parallelism or self.parallelism, self._pool_size(), len(items))
         if workers <= 1:
-            return {item_id: self._fetch_or_error(b, k) for item_id, b, k in items}
+            return {item_id: one(b, k) for item_id, b, k in items}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-fetch") as pool:
-            futures = {
-                item_id: pool.submit(self._fetch_or_error, bucket, key)
-                for item_id, bucket, key in items
-            }
+            futures = {item_id: pool.submit(one, bucket, key) for item_id, bucket, key in items}
             return {item_id: future.result() for item_id, future in futures.items()}
 
     def _pool_size(self) -> int:
@@ -153,9 +201,3 @@ class ResultStore:
         config = getattr(getattr(self.client, "meta", None), "config", None)
         size = getattr(config, "max_pool_connections", None)
         return size if isinstance(size, int) and size > 0 else self.parallelism
-
-    def _fetch_or_error(self, bucket: str, key: str) -> bytes | FleetkitError:
-        try:
-            return self.fetch(bucket, key)
-        except FleetkitError as exc:
-            return exc

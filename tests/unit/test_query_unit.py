@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -611,10 +612,12 @@ def test_s3_route_and_missing_object(tmp_path: Path, fake: FakeClock) -> None:
         def __init__(self) -> None:
             self.asked: list[tuple[str, str, str]] = []
 
-        def fetch_many(self, items: list[tuple[str, str, str]], parallelism: int) -> dict:
+        def spool_many(self, items: list[tuple[str, str, str]], parallelism: int) -> dict:
             self.asked = items
+            spooled = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the NodeResult
+            spooled.write(big)
             return {
-                "node-1": big,
+                "node-1": spooled,
                 "node-2": ResultFetchError(
                     "results", "k", "result object s3://results/k not found"
                 ),
@@ -635,5 +638,6 @@ def test_s3_route_and_missing_object(tmp_path: Path, fake: FakeClock) -> None:
     ]
     by_id = {r.node_id: r for r in results}
     assert len(by_id["node-1"].rows()) == 40
+    assert by_id["node-1"].stdout is None  # the big output waits on disk, not in memory
     assert by_id["node-2"].status is NodeStatus.FAILED
     assert "not found" in (by_id["node-2"].error or "")

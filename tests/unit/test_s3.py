@@ -84,6 +84,22 @@ def test_fetch_many_returns_each_object_under_its_execution(
         assert results[item_id] == objects[key]
 
 
+def test_spool_many_puts_each_object_in_its_own_nameless_file(
+    endpoint: str, objects: dict[str, bytes]
+) -> None:
+    store = ResultStore.from_settings(settings(endpoint), {})
+    items = [(f"e-{i}", BUCKET, f"fleetkit/j-1/node-{i}/e-{i}/stdout") for i in range(40)]
+    items.append(("e-gone", BUCKET, "fleetkit/j-1/node-x/e-gone/stdout"))
+    results = store.spool_many(items, parallelism=8)
+    gone = results.pop("e-gone")
+    assert isinstance(gone, ResultFetchError) and "not found" in str(gone)
+    for item_id, _, key in items[:-1]:
+        handle = results[item_id]
+        assert not isinstance(handle, ResultFetchError)
+        assert handle.read() == objects[key]
+        handle.close()
+
+
 def test_missing_object_is_a_per_item_error(endpoint: str, objects: dict[str, bytes]) -> None:
     store = ResultStore.from_settings(settings(endpoint), {})
     results = store.fetch_many(
