@@ -803,6 +803,11 @@ def test_compute_shutdown_fails_its_running_execution(guarded: Cluster) -> None:
 
 
 def test_restarted_orchestrator_keeps_approvals_and_nodes_rejoin(guarded: Cluster) -> None:
+    # Self-contained: approve here rather than rely on an earlier test's decision.
+    if guarded.nodes()["edge-1"]["Membership"] != "APPROVED":
+        assert guarded.decide("edge-1", "approve")["Success"] is True
+    saved = json.loads((guarded.root / "orch" / "orchestrator" / "nodes.json").read_text())
+    assert saved.get("edge-1") == "APPROVED"
     orch = next(p for p in guarded.procs if p.name == "orch")
     orch.popen.send_signal(signal.SIGTERM)
     assert orch.popen.wait(timeout=10) == 0
@@ -814,7 +819,8 @@ def test_restarted_orchestrator_keeps_approvals_and_nodes_rejoin(guarded: Cluste
         return node is not None and node["ConnectionState"]["Status"] == "CONNECTED"
 
     wait_for("edge-1 to rejoin the new orchestrator", edge_back)
-    assert guarded.nodes()["edge-1"]["Membership"] == "APPROVED"  # ManualApproval is on
+    membership = guarded.nodes()["edge-1"]["Membership"]
+    assert membership == "APPROVED", (membership, orch.log.read_text()[-2000:])
     job, executions = guarded.run(ops_job(PRINT_NODE))
     assert job["State"]["StateType"] == "Completed"
     assert executions["edge-1"]["RunOutput"]["Stdout"] == "hello from edge-1\n"
