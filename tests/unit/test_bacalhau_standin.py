@@ -16,7 +16,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -29,6 +28,7 @@ from typing import Any
 import pytest
 import requests
 
+from lab.hosts import free_ports
 from lab.standins.bacalhau.bacalhau_standin.allowlist import NotAllowed, check_local_path
 from lab.standins.bacalhau.bacalhau_standin.config import (
     ConfigProblem,
@@ -47,9 +47,8 @@ NODE_B_HOST = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.2"  # a lo
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the ephemeral range (no outgoing connection can take it)."""
+    return free_ports(1, "127.0.0.1")[0]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ from fleetkit.s3 import ResultFetchError, ResultStore
 from fleetkit.secrets import Secret, redact
 from fleetkit.settings import S3Settings
 from fleetkit.status import ConfigError
+from lab.hosts import free_ports
 from lab.s3 import S3Server
 
 BUCKET = "fleet-results"
@@ -22,10 +22,8 @@ SECRET_KEY = "fleetkit-test-secret-key-0123456789"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+    """A free port below the ephemeral range (no outgoing connection can take it)."""
+    return free_ports(1, "127.0.0.1")[0]
 
 
 @pytest.fixture(scope="module")
