@@ -18,3 +18,6 @@ invoke lab.show node-1            # what ended up on one host
 invoke verify || true             # readiness, check by check
 invoke query "SELECT hostname, cpu_brand, physical_memory FROM system_info" --format table
 invoke query "SELECT u.username, k.path, k.encrypted, k.key_type FROM users u CROSS JOIN user_ssh_keys k USING (uid) WHERE k.encrypted = 0 OR k.key_type <> 'ec'"
+invoke policy                     # compliance pack: every SSH key encrypted and elliptic-curve
+invoke hunt --path /var/www/htdocs/wp-content/themes/goldenrod/functions.php \
+    --sha256 ef59adcbcf15a19cd742cfc3f3d45da135684eab56e042726a4fd4e4b77e94a6   # the post's trojan
