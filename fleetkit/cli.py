@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -90,13 +91,21 @@ def _wants_help(name: str, *positional: str) -> bool:
 _SETTINGS_HELP = "settings file (default: $FLEETKIT_SETTINGS or ./fleetkit.yaml)"
 
 
-@task(
-    auto_shortflags=False,
-    help={
-        "hosts": "comma-separated host names or groups (default: whole inventory)",
-        "check": "contact hosts, change nothing, print the plan with diffs",
-        "settings": _SETTINGS_HELP,
-    },
+def _command(
+    *, iterable: list[str] | None = None, **option_help: str
+) -> Callable[[Callable[..., None]], Any]:
+    """``@task`` as every fleetkit command wants it: stable flags (no automatic
+    short flags), help for each option, and the common ``--settings``."""
+    return task(
+        auto_shortflags=False,
+        iterable=iterable or [],
+        help={**option_help, "settings": _SETTINGS_HELP},
+    )
+
+
+@_command(
+    hosts="comma-separated host names or groups (default: whole inventory)",
+    check="contact hosts, change nothing, print the plan with diffs",
 )
 def provision(c: Context, hosts: str = "", check: bool = False, settings: str = "") -> None:
     """Bring hosts to the desired state: control plane first, then compute nodes."""
@@ -105,18 +114,14 @@ def provision(c: Context, hosts: str = "", check: bool = False, settings: str = 
     _finish(c, lambda rt: core.run(rt, hosts=hosts, check=check), settings)
 
 
-@task(
-    auto_shortflags=False,
-    help={
-        "sql": "the osquery SQL to run on every matching node",
-        "select": "label selectors k=v,k!=v (repeated keys: any of the values)",
-        "hosts": "inventory host names or groups",
-        "via": "bacalhau (default) or ssh",
-        "format": "json (default), ndjson, csv or table",
-        "output": "write the result to this file (atomically) instead of stdout",
-        "timeout": "seconds to wait for the nodes (default: settings query.timeout)",
-        "settings": _SETTINGS_HELP,
-    },
+@_command(
+    sql="the osquery SQL to run on every matching node",
+    select="label selectors k=v,k!=v (repeated keys: any of the values)",
+    hosts="inventory host names or groups",
+    via="bacalhau (default) or ssh",
+    format="json (default), ndjson, csv or table",
+    output="write the result to this file (atomically) instead of stdout",
+    timeout="seconds to wait for the nodes (default: settings query.timeout)",
 )
 def query(
     c: Context,
@@ -150,13 +155,9 @@ def query(
     )
 
 
-@task(
-    auto_shortflags=False,
-    help={
-        "hosts": "host names or groups (default: whole inventory)",
-        "json": "print the report as JSON on stdout",
-        "settings": _SETTINGS_HELP,
-    },
+@_command(
+    hosts="host names or groups (default: whole inventory)",
+    json="print the report as JSON on stdout",
 )
 def verify(c: Context, hosts: str = "", json: bool = False, settings: str = "") -> None:
     """Check that every node is really ready, naming the fix for each failure."""
@@ -165,18 +166,14 @@ def verify(c: Context, hosts: str = "", json: bool = False, settings: str = "") 
     _finish(c, lambda rt: core.run(rt, hosts=hosts, as_json=json), settings)
 
 
-@task(
-    auto_shortflags=False,
-    help={
-        "host": "inventory name of the new host",
-        "address": "its address",
-        "port": "SSH port (default 22)",
-        "user": "login user (default root)",
-        "labels": "node labels k=v,...",
-        "host_key_fingerprint": "expected SHA256:... fingerprint (skips the prompt)",
-        "bacalhau_api_port": "the node's agent API port, when nodes share one network namespace",
-        "settings": _SETTINGS_HELP,
-    },
+@_command(
+    host="inventory name of the new host",
+    address="its address",
+    port="SSH port (default 22)",
+    user="login user (default root)",
+    labels="node labels k=v,...",
+    host_key_fingerprint="expected SHA256:... fingerprint (skips the prompt)",
+    bacalhau_api_port="the node's agent API port, when nodes share one network namespace",
 )
 def onboard(
     c: Context,
@@ -210,13 +207,9 @@ def onboard(
     )
 
 
-@task(
-    auto_shortflags=False,
-    help={
-        "json": "print the report as JSON on stdout",
-        "approve": "approve pending nodes that are in the inventory (never unknown ones)",
-        "settings": _SETTINGS_HELP,
-    },
+@_command(
+    json="print the report as JSON on stdout",
+    approve="approve pending nodes that are in the inventory (never unknown ones)",
 )
 def nodes(c: Context, json: bool = False, approve: bool = False, settings: str = "") -> None:
     """The cluster as the orchestrator sees it, joined with the inventory."""
@@ -225,17 +218,13 @@ def nodes(c: Context, json: bool = False, approve: bool = False, settings: str =
     _finish(c, lambda rt: core.run(rt, as_json=json, approve=approve), settings)
 
 
-@task(
-    auto_shortflags=False,
+@_command(
     iterable=["pack"],
-    help={
-        "pack": "policy pack YAML (repeatable; default: packs/ by fleetkit.yaml, else shipped)",
-        "hosts": "inventory host names or groups",
-        "select": "label selectors k=v,...",
-        "via": "bacalhau (default) or ssh",
-        "format": "table (default), json, ndjson or csv",
-        "settings": _SETTINGS_HELP,
-    },
+    pack="policy pack YAML (repeatable; default: packs/ by fleetkit.yaml, else shipped)",
+    hosts="inventory host names or groups",
+    select="label selectors k=v,...",
+    via="bacalhau (default) or ssh",
+    format="table (default), json, ndjson or csv",
 )
 def policy(
     c: Context,
@@ -258,18 +247,14 @@ def policy(
     )
 
 
-@task(
-    auto_shortflags=False,
-    help={
-        "path": "exact file path, or a directory glob with * (e.g. /var/www/*/functions.php)",
-        "sha256": "SHA-256 of the indicator file (64 hex characters)",
-        "ioc_file": "CSV or YAML file with many indicators (path, sha256)",
-        "hosts": "inventory host names or groups",
-        "select": "label selectors k=v,...",
-        "via": "bacalhau (default) or ssh",
-        "format": "table (default), json, ndjson or csv",
-        "settings": _SETTINGS_HELP,
-    },
+@_command(
+    path="exact file path, or a directory glob with * (e.g. /var/www/*/functions.php)",
+    sha256="SHA-256 of the indicator file (64 hex characters)",
+    ioc_file="CSV or YAML file with many indicators (path, sha256)",
+    hosts="inventory host names or groups",
+    select="label selectors k=v,...",
+    via="bacalhau (default) or ssh",
+    format="table (default), json, ndjson or csv",
 )
 def hunt(
     c: Context,
@@ -301,13 +286,9 @@ def hunt(
     )
 
 
-@task(
-    auto_shortflags=False,
-    help={
-        "hosts": "host names or groups to isolate (or release)",
-        "release": "restore the hosts' previous state",
-        "settings": _SETTINGS_HELP,
-    },
+@_command(
+    hosts="host names or groups to isolate (or release)",
+    release="restore the hosts' previous state",
 )
 def quarantine(c: Context, hosts: str = "", release: bool = False, settings: str = "") -> None:
     """Isolate infected hosts (forensic SSH kept), or release them."""

@@ -817,7 +817,13 @@ def test_restarted_orchestrator_keeps_approvals_and_nodes_rejoin(guarded: Cluste
         node = guarded.nodes().get("edge-1")
         return node is not None and node["ConnectionState"]["Status"] == "CONNECTED"
 
-    wait_for("edge-1 to rejoin the new orchestrator", edge_back)
+    # Generous: a loaded machine (the e2e labs of the same session still run)
+    # can take seconds to start the new orchestrator and for edge-1 to retry.
+    try:
+        wait_for("edge-1 to rejoin the new orchestrator", edge_back, timeout=30.0)
+    except pytest.fail.Exception:
+        logs = {p.name: p.log.read_text()[-1500:] for p in guarded.procs}
+        pytest.fail(f"edge-1 did not rejoin the restarted orchestrator; logs: {logs}")
     membership = guarded.nodes()["edge-1"]["Membership"]
     assert membership == "APPROVED", (membership, orch.log.read_text()[-2000:])
     job, executions = guarded.run(ops_job(PRINT_NODE))
