@@ -52,7 +52,7 @@ POLICY_SQL = (
 TROJAN_PATH = "/var/www/htdocs/wp-content/themes/goldenrod/functions.php"
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -51,7 +51,7 @@ def free_port() -> int:
     return free_ports(1, "127.0.0.1")[0]
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
     """Poll ``check`` until it returns something truthy (fails the test after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
