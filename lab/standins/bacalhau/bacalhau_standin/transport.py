@@ -151,8 +151,11 @@ class TransportClient:
             conn.request("POST", path, body=data, headers=headers)
             response = conn.getresponse()
             raw = response.read()
-        except OSError as exc:
-            raise TransportError(f"{self.url}: {exc}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            # HTTPException: the orchestrator died mid-answer (IncompleteRead,
+            # BadStatusLine). Like a refused connection, that is "lost orchestrator":
+            # retry, never let it end the caller's thread.
+            raise TransportError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
         finally:
             conn.close()
         try:
