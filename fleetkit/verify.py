@@ -47,7 +47,7 @@ from fleetkit.output import emit_report
 from fleetkit.results import OutputError, parse_osqueryi_json
 from fleetkit.runtime import Runtime
 from fleetkit.secrets import redact
-from fleetkit.services import ServiceSpec, StartStopDaemon, Systemd
+from fleetkit.services import RUN_DIR, ServiceSpec, StartStopDaemon, Systemd
 from fleetkit.settings import Settings
 from fleetkit.ssh import HostKeyError, Outcome, SSHError, fan_out, fingerprint
 from fleetkit.status import ExitStatus, HostError
@@ -471,7 +471,7 @@ def check_service(name: str, host: str, service: str, probe: Probe | None) -> Ch
     if probe is None:
         return _missing_probe(name)
     manager, running = _service_state(probe)
-    how = "systemctl is-active" if manager == "systemd" else f"pidfile /run/fleetkit/{service}.pid"
+    how = "systemctl is-active" if manager == "systemd" else f"pidfile {RUN_DIR}/{service}.pid"
     if running:
         return passed(name, f"{service} running ({manager}: {how})")
     return failed(name, f"{service} is not running ({manager}: {how})", provision_fix(host))
