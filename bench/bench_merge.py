@@ -1,6 +1,6 @@
 """Benchmark: merging 500 nodes x 2,000 rows of osqueryi output into one JSON file.
 
-Compares fleetkit's streaming merge (``fleetkit.output.write_merged``) with a
+Compares fleetkit's streaming merge (``fleetkit.foundation.output.write_merged``) with a
 naive merge measured in the same run: ``json.load`` each node's file, add the
 tags, ``json.dumps`` each row. Each merge runs in its own subprocess so its
 peak RSS can be read with ``wait4``; the RSS of an interpreter that only
@@ -69,8 +69,8 @@ def node_files(directory: Path) -> list[Path]:
 
 
 def merge_fleetkit(directory: Path, target: Path) -> None:
-    from fleetkit.output import write_merged
-    from fleetkit.results import NodeResult, node_result
+    from fleetkit.ask.results import NodeResult, node_result
+    from fleetkit.foundation.output import write_merged
 
     def nodes() -> Iterator[NodeResult]:
         for path in node_files(directory):
@@ -100,8 +100,6 @@ def merge_naive(directory: Path, target: Path) -> None:
 
 def baseline(directory: Path, target: Path) -> None:
     """Imports only: the interpreter's own share of the RSS figure."""
-    import fleetkit.output
-    import fleetkit.results  # noqa: F401
 
 
 MERGES = {"fleetkit": merge_fleetkit, "naive": merge_naive, "baseline": baseline}

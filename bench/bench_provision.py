@@ -27,12 +27,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fleetkit.cli import run_command  # noqa: E402
-from fleetkit.environment import Environment  # noqa: E402
-from fleetkit.inventory import Host  # noqa: E402
-from fleetkit.provision import run as provision  # noqa: E402
+from fleetkit.clients.ssh import fan_out  # noqa: E402
+from fleetkit.commands.provision import run as provision  # noqa: E402
+from fleetkit.foundation.environment import Environment  # noqa: E402
+from fleetkit.foundation.inventory import Host  # noqa: E402
+from fleetkit.foundation.status import ExitStatus  # noqa: E402
 from fleetkit.runtime import Runtime  # noqa: E402
-from fleetkit.ssh import fan_out  # noqa: E402
-from fleetkit.status import ExitStatus  # noqa: E402
 from lab.fleet import Lab  # noqa: E402
 
 

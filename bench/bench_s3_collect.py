@@ -7,7 +7,7 @@ Puts ``--objects`` small result objects (2-20 KB, laid out like the s3
 publisher's plain encoding: ``fleetkit/<job>/<node>/<execution>/stdout``) in
 a local moto server, then times (median of ``--runs``) the baseline, boto3's
 ``download_file`` called for each object one after another, against
-:meth:`fleetkit.s3.ResultStore.fetch_many`, both in this same run. Prints
+:meth:`fleetkit.clients.s3.ResultStore.fetch_many`, both in this same run. Prints
 both times, the ratio (target >= 3x) and the requests per second the server
 sustained, since on 2 cores the local server itself is the ceiling.
 """
@@ -28,8 +28,8 @@ if __package__ in (None, ""):
     # Run as a file: make the repository root (for ``lab``) importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetkit.s3 import ResultStore
-from fleetkit.settings import S3Settings
+from fleetkit.clients.s3 import ResultStore
+from fleetkit.foundation.settings import S3Settings
 from lab.s3 import REGION, S3Server
 
 BUCKET = "fleetkit-bench"

@@ -2,7 +2,7 @@
 
 A local HTTP server plays the orchestrator (v1.9 shapes): N compute nodes,
 one ops job whose executions complete at scripted times. ``fleetkit query``
-(``fleetkit.query.run``, real REST client, output to a file) runs against it;
+(``fleetkit.commands.query.run``, real REST client, output to a file) runs against it;
 the bench prints, per scenario:
 
 - the latency from the last execution completing (server clock) to the merged
@@ -29,11 +29,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from fleetkit.bacalhau import BacalhauClient
-from fleetkit.environment import Environment
-from fleetkit.query import run as query_run
+from fleetkit.clients.bacalhau import BacalhauClient
+from fleetkit.commands.query import run as query_run
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.status import ExitStatus
 from fleetkit.runtime import Runtime
-from fleetkit.status import ExitStatus
 
 JOB_ID = "j-bench"
 ROWS = '[\n  {"hostname":"%s","version":"5.23.1"}\n]\n'

@@ -21,10 +21,10 @@ from invoke.program import Program
 from invoke.tasks import task
 
 from fleetkit import __version__
-from fleetkit.environment import Environment
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.secrets import redact
+from fleetkit.foundation.status import ExitStatus, FleetkitError, exit_status_for
 from fleetkit.runtime import Runtime
-from fleetkit.secrets import redact
-from fleetkit.status import ExitStatus, FleetkitError, exit_status_for
 
 
 def run_command(work: Callable[[Runtime], ExitStatus], runtime: Runtime) -> ExitStatus:
@@ -109,7 +109,7 @@ def _command(
 )
 def provision(c: Context, hosts: str = "", check: bool = False, settings: str = "") -> None:
     """Bring hosts to the desired state: control plane first, then compute nodes."""
-    import fleetkit.provision as core
+    import fleetkit.commands.provision as core
 
     _finish(c, lambda rt: core.run(rt, hosts=hosts, check=check), settings)
 
@@ -137,7 +137,7 @@ def query(
     """Run one osquery SQL question on the fleet and print one merged result."""
     if _wants_help("query", sql):
         return
-    import fleetkit.query as core
+    import fleetkit.commands.query as core
 
     _finish(
         c,
@@ -161,7 +161,7 @@ def query(
 )
 def verify(c: Context, hosts: str = "", json: bool = False, settings: str = "") -> None:
     """Check that every node is really ready, naming the fix for each failure."""
-    import fleetkit.verify as core
+    import fleetkit.commands.verify as core
 
     _finish(c, lambda rt: core.run(rt, hosts=hosts, as_json=json), settings)
 
@@ -189,7 +189,7 @@ def onboard(
     """Add a device: pin its host key, add it to the inventory, provision, verify."""
     if _wants_help("onboard", host, address):
         return
-    import fleetkit.onboard as core
+    import fleetkit.commands.onboard as core
 
     _finish(
         c,
@@ -213,7 +213,7 @@ def onboard(
 )
 def nodes(c: Context, json: bool = False, approve: bool = False, settings: str = "") -> None:
     """The cluster as the orchestrator sees it, joined with the inventory."""
-    import fleetkit.nodes as core
+    import fleetkit.commands.nodes as core
 
     _finish(c, lambda rt: core.run(rt, as_json=json, approve=approve), settings)
 
@@ -236,7 +236,7 @@ def policy(
     settings: str = "",
 ) -> None:
     """Run compliance packs: PASS / FAIL / UNKNOWN / ERROR per host per policy."""
-    import fleetkit.policy as core
+    import fleetkit.commands.policy as core
 
     _finish(
         c,
@@ -268,7 +268,7 @@ def hunt(
     settings: str = "",
 ) -> None:
     """Hunt indicators (path + SHA-256) across the fleet: which hosts are infected."""
-    import fleetkit.hunt as core
+    import fleetkit.commands.hunt as core
 
     _finish(
         c,
@@ -292,7 +292,7 @@ def hunt(
 )
 def quarantine(c: Context, hosts: str = "", release: bool = False, settings: str = "") -> None:
     """Isolate infected hosts (forensic SSH kept), or release them."""
-    import fleetkit.quarantine as core
+    import fleetkit.commands.quarantine as core
 
     _finish(c, lambda rt: core.run(rt, hosts=hosts, release=release), settings)
 

@@ -13,10 +13,10 @@ from functools import cached_property
 
 import requests
 
-from fleetkit.environment import Environment
-from fleetkit.inventory import Inventory, load_inventory
-from fleetkit.settings import Settings, load_settings
-from fleetkit.ssh import Connector, KnownHosts
+from fleetkit.clients.ssh import Connector, KnownHosts
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.inventory import Inventory, load_inventory
+from fleetkit.foundation.settings import Settings, load_settings
 
 
 @dataclass

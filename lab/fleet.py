@@ -500,7 +500,7 @@ class Lab:
 
     def check_settings(self) -> None:
         """Load ``fleetkit.yaml`` with fleetkit's own loader (raises its ConfigError if bad)."""
-        from fleetkit.settings import load_settings
+        from fleetkit.foundation.settings import load_settings
 
         load_settings(self.environ(), str(self.workdir), str(self.settings_path))
 

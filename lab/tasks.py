@@ -20,7 +20,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from fleetkit.secrets import redact, remember_secret
+from fleetkit.foundation.secrets import redact, remember_secret
 from lab.fleet import Lab
 from lab.hosts import LabError, LabHost
 

@@ -30,7 +30,7 @@ from invoke.exceptions import Exit
 from invoke.parser import Parser, ParserContext
 
 import fleetkit.cli as cli
-from fleetkit.environment import Environment
+from fleetkit.foundation.environment import Environment
 from fleetkit.runtime import Runtime
 from lab.fleet import Lab
 

@@ -77,8 +77,8 @@ def test_each_host_answers_ssh_with_its_own_hostname(lab: Lab) -> None:
 
 
 def test_generated_setup_is_complete_and_loads_in_fleetkit(lab: Lab) -> None:
-    from fleetkit.inventory import load_inventory
-    from fleetkit.settings import load_settings
+    from fleetkit.foundation.inventory import load_inventory
+    from fleetkit.foundation.settings import load_settings
 
     settings = load_settings(lab.environ(), os.getcwd())
     assert settings.path == str(lab.settings_path)
@@ -283,7 +283,7 @@ def test_add_host_unpinned_and_outside_the_inventory(lab_factory) -> None:
 
 
 def test_write_settings_merges_deletes_and_resets(lab_factory) -> None:
-    from fleetkit.settings import load_settings
+    from fleetkit.foundation.settings import load_settings
 
     small = lab_factory(compute=1)
     small.write_settings(query={"timeout": 7, "redact_columns": ["uuid"]}, ssh={"parallelism": 3})
@@ -327,7 +327,7 @@ def test_teardown_leaves_no_process_and_load_reattaches(tmp_path: Path) -> None:
 
 
 def test_netns_hosts_have_their_own_network_and_reach_s3(tmp_path: Path) -> None:
-    from fleetkit.settings import load_settings
+    from fleetkit.foundation.settings import load_settings
 
     started = Lab(tmp_path / "lab", compute=2, netns=True, s3=True).up()
     try:

@@ -14,8 +14,8 @@ import paramiko
 import pytest
 import requests
 
-from fleetkit.inventory import load_inventory
-from fleetkit.ssh import fingerprint
+from fleetkit.clients.ssh import fingerprint
+from fleetkit.foundation.inventory import load_inventory
 from lab.fleet import Lab
 from lab.hosts import LabHost
 from tests.e2e.conftest import CliResult, run_cli, wait_connected

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 import requests
 
-import fleetkit.query as query
-from fleetkit.bacalhau import BacalhauClient, Submitted
+import fleetkit.commands.query as query
 from fleetkit.cli import run_command
-from fleetkit.environment import Environment
+from fleetkit.clients.bacalhau import BacalhauClient, Submitted
+from fleetkit.foundation.environment import Environment
 from fleetkit.runtime import Runtime
 from lab.fleet import Lab
 from tests.e2e.conftest import (

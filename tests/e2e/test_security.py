@@ -29,14 +29,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from fleetkit import quarantine
 from fleetkit.cli import run_command
-from fleetkit.environment import Environment
-from fleetkit.inventory import Host, load_inventory
+from fleetkit.clients.ssh import CommandResult, SSHError
+from fleetkit.commands import quarantine
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.inventory import Host, load_inventory
+from fleetkit.foundation.selectors import Selector
+from fleetkit.foundation.status import ConfigError, ExitStatus, HostError
 from fleetkit.runtime import Runtime
-from fleetkit.selectors import Selector
-from fleetkit.ssh import CommandResult, SSHError
-from fleetkit.status import ConfigError, ExitStatus, HostError
 from lab.fleet import Lab
 from lab.hosts import LabHost
 from tests.e2e.conftest import (

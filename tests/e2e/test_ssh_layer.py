@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit.environment import Environment
-from fleetkit.inventory import Host
+from fleetkit.clients.ssh import CommandTimeout, Connector, SSHError
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.inventory import Host
 from fleetkit.runtime import Runtime
-from fleetkit.ssh import CommandTimeout, Connector, SSHError
 from lab.fleet import Lab
 
 pytestmark = pytest.mark.lab

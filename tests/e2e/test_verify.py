@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import requests
 
-from fleetkit.environment import Environment
-from fleetkit.render import Renderer
-from fleetkit.roles import RoleContext
-from fleetkit.roles.bacalhau import bacalhau_service
-from fleetkit.roles.osquery import osqueryd_service
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.render import Renderer
+from fleetkit.hostfacts.roles import RoleContext
+from fleetkit.hostfacts.roles.bacalhau import bacalhau_service
+from fleetkit.hostfacts.roles.osquery import osqueryd_service
+from fleetkit.hostfacts.services import ServiceSpec, StartStopDaemon
 from fleetkit.runtime import Runtime
-from fleetkit.services import ServiceSpec, StartStopDaemon
 from lab.fleet import Lab
 from lab.hosts import LabHost
 from tests.e2e.conftest import CliResult, run_cli

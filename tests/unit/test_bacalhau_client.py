@@ -21,16 +21,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from fleetkit.bacalhau import (
+from fleetkit.clients.bacalhau import (
     TERMINAL,
     BacalhauClient,
     ComputeState,
     OrchestratorError,
     OrchestratorUnavailable,
 )
-from fleetkit.environment import Environment
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.status import ConfigError, ExitStatus, exit_status_for
 from fleetkit.runtime import Runtime
-from fleetkit.status import ConfigError, ExitStatus, exit_status_for
 
 # ---------------------------------------------------------------- scripted server
 

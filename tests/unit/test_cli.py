@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 from fleetkit.cli import run_command
-from fleetkit.environment import Environment
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.secrets import remember_secret
+from fleetkit.foundation.status import ConfigError, ExitStatus, HostError
 from fleetkit.runtime import Runtime
-from fleetkit.secrets import remember_secret
-from fleetkit.status import ConfigError, ExitStatus, HostError
 
 
 def _runtime(environ: dict[str, str] | None = None) -> Runtime:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit import hunt
 from fleetkit.cli import run_command
-from fleetkit.sqlguard import TokenKind, tokenize
-from fleetkit.status import ConfigError, ExitStatus, UsageError
+from fleetkit.commands import hunt
+from fleetkit.foundation.sqlguard import TokenKind, tokenize
+from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from tests.unit.test_policy import ScriptedFleet, err, make_runtime, out
 
 H1 = "ef59adcbcf15a19cd742cfc3f3d45da135684eab56e042726a4fd4e4b77e94a6"

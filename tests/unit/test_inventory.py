@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit.inventory import load_inventory
+from fleetkit.foundation.inventory import load_inventory
 from tests.unit.test_settings import assert_bad_input, make_setup, provision_cli
 
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from fleetkit.bacalhau import build_osquery_job, stdout_key
-from fleetkit.secrets import Secret
-from fleetkit.selectors import parse_selector
-from fleetkit.settings import S3Settings
-from fleetkit.status import UsageError
+from fleetkit.clients.bacalhau import build_osquery_job, stdout_key
+from fleetkit.foundation.secrets import Secret
+from fleetkit.foundation.selectors import parse_selector
+from fleetkit.foundation.settings import S3Settings
+from fleetkit.foundation.status import UsageError
 
 SWAGGER = Path(__file__).resolve().parents[3] / "shared" / "reference" / "bacalhau-swagger.json"
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit.environment import Environment
-from fleetkit.output import (
+from fleetkit.ask.results import NodeResult, NodeStatus, node_result
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.output import (
     FORMATS,
     atomic_output,
     check_format,
@@ -19,8 +20,7 @@ from fleetkit.output import (
     write_merged,
     write_result,
 )
-from fleetkit.results import NodeResult, NodeStatus, node_result
-from fleetkit.status import UsageError
+from fleetkit.foundation.status import UsageError
 from tests.unit.test_results import osqueryi
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit import policy
+from fleetkit.ask.results import NodeResult, NodeStatus
 from fleetkit.cli import run_command
-from fleetkit.environment import Environment
-from fleetkit.query import FleetAnswer, QueryRequest
-from fleetkit.results import NodeResult, NodeStatus
+from fleetkit.commands import policy
+from fleetkit.commands.query import FleetAnswer, QueryRequest
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.settings import DEFAULT_DISABLED_TABLES
+from fleetkit.foundation.status import ConfigError, ExitStatus
 from fleetkit.runtime import Runtime
-from fleetkit.settings import DEFAULT_DISABLED_TABLES
-from fleetkit.status import ConfigError, ExitStatus
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES_JSON = REPO.parent / "shared" / "reference" / "osquery-tables.json"

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from fleetkit.bacalhau import Execution, JobStatus, NodeState, OrchestratorError, Submitted
-from fleetkit.environment import Environment
-from fleetkit.inventory import Host
-from fleetkit.query import (
+from fleetkit.ask.results import NodeResult, NodeStatus
+from fleetkit.clients.bacalhau import Execution, JobStatus, NodeState, OrchestratorError, Submitted
+from fleetkit.clients.s3 import ResultFetchError
+from fleetkit.clients.ssh import CommandResult, CommandTimeout, Outcome, SSHError
+from fleetkit.commands.query import (
     FleetAnswer,
     QueryRequest,
     argv_safe_sql,
@@ -26,12 +27,11 @@ from fleetkit.query import (
     run,
     ssh_node_result,
 )
-from fleetkit.results import NodeResult, NodeStatus
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.selectors import parse_selector
+from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from fleetkit.runtime import Runtime
-from fleetkit.s3 import ResultFetchError
-from fleetkit.selectors import parse_selector
-from fleetkit.ssh import CommandResult, CommandTimeout, Outcome, SSHError
-from fleetkit.status import ConfigError, ExitStatus, UsageError
 from tests.unit.test_results import osqueryi
 
 SHA = "0" * 64

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleetkit.inventory import load_inventory
-from fleetkit.render import Renderer
-from fleetkit.roles import RoleContext, plan_for
-from fleetkit.settings import load_settings
-from fleetkit.status import ConfigError
-from fleetkit.steps import AbsentFileStep, FileStep, ServiceStep, TarballBinaryStep
+from fleetkit.foundation.inventory import load_inventory
+from fleetkit.foundation.render import Renderer
+from fleetkit.foundation.settings import load_settings
+from fleetkit.foundation.status import ConfigError
+from fleetkit.hostfacts.roles import RoleContext, plan_for
+from fleetkit.hostfacts.steps import AbsentFileStep, FileStep, ServiceStep, TarballBinaryStep
 from tests.unit.test_settings import TOKEN, make_setup
 
 

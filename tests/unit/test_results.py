@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fleetkit.results import (
+from fleetkit.ask.results import (
     NodeResult,
     NodeStatus,
     OutputError,

@@ -9,10 +9,10 @@ from typing import Any
 import boto3
 import pytest
 
-from fleetkit.s3 import ResultFetchError, ResultStore
-from fleetkit.secrets import Secret, redact
-from fleetkit.settings import S3Settings
-from fleetkit.status import ConfigError
+from fleetkit.clients.s3 import ResultFetchError, ResultStore
+from fleetkit.foundation.secrets import Secret, redact
+from fleetkit.foundation.settings import S3Settings
+from fleetkit.foundation.status import ConfigError
 from lab.hosts import free_ports
 from lab.s3 import S3Server
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from fleetkit.selectors import Selector, parse_selector
-from fleetkit.status import ExitStatus, UsageError, exit_status_for
+from fleetkit.foundation.selectors import Selector, parse_selector
+from fleetkit.foundation.status import ExitStatus, UsageError, exit_status_for
 
 PROD_WEB = {"env": "prod", "role": "web", "zone": "us"}
 PROD_OSQ_EU = {"env": "prod", "role": "osquery", "zone": "eu"}

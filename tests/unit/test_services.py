@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit.services import (
+from fleetkit.foundation.status import ConfigError
+from fleetkit.hostfacts.services import (
     DETECT_COMMAND,
     ServiceSpec,
     StartStopDaemon,
@@ -16,7 +17,6 @@ from fleetkit.services import (
     manager_from_detection,
     manager_named,
 )
-from fleetkit.status import ConfigError
 
 BACALHAU = ServiceSpec(
     "bacalhau",

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
-import fleetkit.provision as provision
+import fleetkit.commands.provision as provision
 from fleetkit.cli import run_command
-from fleetkit.environment import Environment
-from fleetkit.inventory import Host
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.settings import load_settings
+from fleetkit.foundation.status import ExitStatus
 from fleetkit.runtime import Runtime
-from fleetkit.settings import load_settings
-from fleetkit.status import ExitStatus
 
 TOKEN = "unit-test-node-token-3f9a"
 
@@ -218,7 +218,7 @@ def test_bad_duration(tmp_path: Path) -> None:
 def test_undefined_template_variable(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     templates.mkdir()
-    builtin = Path(provision.__file__).resolve().parent / "templates"
+    builtin = Path(provision.__file__).resolve().parent.parent / "templates"
     for template in builtin.glob("*.j2"):
         (templates / template.name).write_text(template.read_text())
     (templates / "osquery.flags.j2").write_text("--extensions_socket={{ extension_socket }}\n")
@@ -233,7 +233,7 @@ def test_unknown_host_or_group(tmp_path: Path, hosts: str) -> None:
 
 
 def test_example_settings_load_with_the_official_osquery_hash() -> None:
-    repo = Path(provision.__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     settings = load_settings({}, str(repo), "fleetkit.example.yaml")
     assert settings.osquery.package.source.startswith("https://pkg.osquery.io/deb/")
     assert settings.osquery.package.sha256 == (

@@ -6,15 +6,15 @@ import sqlite3
 
 import pytest
 
-from fleetkit.settings import DEFAULT_DISABLED_TABLES
-from fleetkit.sqlguard import (
+from fleetkit.foundation.settings import DEFAULT_DISABLED_TABLES
+from fleetkit.foundation.sqlguard import (
     TokenKind,
     named_identifiers,
     refuse_denied_tables,
     sql_string_literal,
     tokenize,
 )
-from fleetkit.status import ExitStatus, UsageError
+from fleetkit.foundation.status import ExitStatus, UsageError
 
 DENIED = DEFAULT_DISABLED_TABLES
 

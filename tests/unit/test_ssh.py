@@ -9,8 +9,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from fleetkit.inventory import Host
-from fleetkit.ssh import HostKeyError, KnownHosts, fan_out, fingerprint, known_hosts_name
+from fleetkit.clients.ssh import HostKeyError, KnownHosts, fan_out, fingerprint, known_hosts_name
+from fleetkit.foundation.inventory import Host
 
 
 def _key() -> paramiko.PKey:

@@ -17,15 +17,21 @@ from typing import Any
 
 import pytest
 
-from fleetkit.environment import Environment
-from fleetkit.inventory import Host
-from fleetkit.packages import PackageError, PackageRef, PackageStore
-from fleetkit.recap import HostReport, ProvisionReport, StepRecord, format_plan, format_recap
-from fleetkit.secrets import remember_secret
-from fleetkit.services import ServiceSpec
-from fleetkit.settings import PackageSource, load_settings
-from fleetkit.ssh import CommandResult
-from fleetkit.steps import (
+from fleetkit.clients.ssh import CommandResult
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.secrets import remember_secret
+from fleetkit.foundation.settings import PackageSource, load_settings
+from fleetkit.hostfacts.packages import PackageError, PackageRef, PackageStore
+from fleetkit.hostfacts.recap import (
+    HostReport,
+    ProvisionReport,
+    StepRecord,
+    format_plan,
+    format_recap,
+)
+from fleetkit.hostfacts.services import ServiceSpec
+from fleetkit.hostfacts.steps import (
     AbsentFileStep,
     ContainerEngineStep,
     DebPackageStep,

@@ -19,19 +19,19 @@ from typing import Any
 import paramiko
 import pytest
 
-from fleetkit import nodes as nodes_mod
-from fleetkit import onboard as onboard_mod
-from fleetkit import verify as v
-from fleetkit.bacalhau import NodeState
-from fleetkit.environment import Environment
-from fleetkit.inventory import Host
-from fleetkit.render import Renderer
-from fleetkit.roles import RoleContext
-from fleetkit.roles import bacalhau as bacalhau_role
-from fleetkit.roles import osquery as osquery_role
+from fleetkit.clients.bacalhau import NodeState
+from fleetkit.clients.ssh import HostKeyError, SSHError, fingerprint
+from fleetkit.commands import nodes as nodes_mod
+from fleetkit.commands import onboard as onboard_mod
+from fleetkit.commands import verify as v
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.render import Renderer
+from fleetkit.foundation.status import ExitStatus, UsageError
+from fleetkit.hostfacts.roles import RoleContext
+from fleetkit.hostfacts.roles import bacalhau as bacalhau_role
+from fleetkit.hostfacts.roles import osquery as osquery_role
 from fleetkit.runtime import Runtime
-from fleetkit.ssh import HostKeyError, SSHError, fingerprint
-from fleetkit.status import ExitStatus, UsageError
 
 TOKEN = "unit-test-node-token-0123456789"
 
@@ -785,7 +785,7 @@ class ScriptedOrchestrator:
         return self._alive
 
     def version(self) -> Any:
-        from fleetkit.bacalhau import AgentVersion
+        from fleetkit.clients.bacalhau import AgentVersion
 
         return AgentVersion(1, 9, "v1.9.3")
 
@@ -796,7 +796,7 @@ class ScriptedOrchestrator:
 
 
 def test_observe_cluster_turns_every_orchestrator_failure_into_a_finding() -> None:
-    from fleetkit.bacalhau import OrchestratorError
+    from fleetkit.clients.bacalhau import OrchestratorError
 
     def observe(client: ScriptedOrchestrator) -> v.ClusterView:
         return v.observe_cluster(client)  # type: ignore[arg-type]

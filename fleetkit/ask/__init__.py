@@ -1,0 +1,1 @@
+"""The fleet-asking engine: a typed scope, transports, and one immutable answer."""

@@ -1,0 +1,1 @@
+"""Transports and clients: SSH (pinned keys, fan-out), the Bacalhau REST API, S3."""

@@ -1,0 +1,345 @@
+"""The cluster as the orchestrator sees it, joined with the inventory.
+
+``invoke nodes`` answers "is the cluster the fleet I think it is?". Every
+inventory compute host is looked up in the orchestrator's node list, and every
+compute node there is looked up in the inventory. Two sets must never be
+missed:
+
+- **missing**: inventory compute hosts the cluster does not know (a query
+  would silently never reach them);
+- **rogue**: compute nodes in the cluster that the inventory does not know.
+  They hold the node token and receive query jobs, so they can read the SQL
+  and answer in the fleet's name. A rogue node the orchestrator already
+  REJECTED gets no work: it is listed, but it is not dangerous.
+
+Exit status (decided here, documented in the README): 1 when either set is
+non-empty, and also when an inventory host is DISCONNECTED, PENDING or
+REJECTED, because a fleet query would miss it just the same; 0 means "the
+cluster is exactly the inventory's compute fleet and every node can take a
+query". ``--approve`` approves PENDING nodes that are in the inventory and
+never one that is not.
+
+Matching rule (:func:`find_node`): provisioning sets ``NameProvider:
+hostname``, so a node ID is the host's hostname; fleetkit expects inventory
+names to be those hostnames (an FQDN node ID also matches its short name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from fleetkit.clients.bacalhau import BacalhauClient, NodeState, OrchestratorError
+from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.output import emit_report
+from fleetkit.foundation.status import ExitStatus
+from fleetkit.runtime import Runtime
+
+
+def find_node(nodes: Iterable[NodeState], *names: str | None) -> NodeState | None:
+    """The node whose ID is one of ``names`` (in order), or whose FQDN starts with it."""
+    node_list = list(nodes)
+    for name in names:
+        if not name:
+            continue
+        for node in node_list:
+            if node.node_id == name:
+                return node
+        for node in node_list:
+            if node.node_id.split(".", 1)[0] == name.split(".", 1)[0]:
+                return node
+    return None
+
+
+class Standing(StrEnum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    PENDING = "pending approval"
+    REJECTED = "rejected"
+    #: In the inventory, unknown to the orchestrator.
+    MISSING = "not in cluster"
+
+
+def standing_of(node: NodeState | None) -> Standing:
+    if node is None:
+        return Standing.MISSING
+    membership = node.membership.upper()
+    if membership == "REJECTED":
+        return Standing.REJECTED
+    if membership == "PENDING":
+        return Standing.PENDING
+    return Standing.CONNECTED if node.is_connected else Standing.DISCONNECTED
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """One line of the joined view."""
+
+    name: str
+    node_id: str | None
+    in_inventory: bool
+    standing: Standing
+    membership: str = ""
+    connection: str = ""
+    #: When the current connection state began (DisconnectedSince for a lost node).
+    since: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    version: str | None = None
+
+    @property
+    def rogue(self) -> bool:
+        return not self.in_inventory and self.standing is not Standing.REJECTED
+
+    @property
+    def ready(self) -> bool:
+        return self.in_inventory and self.standing is Standing.CONNECTED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "node_id": self.node_id,
+            "in_inventory": self.in_inventory,
+            "state": self.standing.value,
+            "membership": self.membership or None,
+            "connection": self.connection or None,
+            "since": self.since,
+            "labels": dict(self.labels),
+            "version": self.version,
+            "rogue": self.rogue,
+        }
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    rows: tuple[NodeRow, ...]
+    orchestrator_url: str = ""
+    #: What ``--approve`` did: node ID -> "approved" or why not.
+    approvals: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def missing(self) -> list[str]:
+        return [r.name for r in self.rows if r.in_inventory and r.standing is Standing.MISSING]
+
+    @property
+    def rogue(self) -> list[str]:
+        return [r.name for r in self.rows if r.rogue]
+
+    @property
+    def not_ready(self) -> list[NodeRow]:
+        """Inventory hosts that are in the cluster but cannot take a query."""
+        return [
+            r
+            for r in self.rows
+            if r.in_inventory and r.standing not in (Standing.CONNECTED, Standing.MISSING)
+        ]
+
+    @property
+    def pending_known(self) -> list[NodeRow]:
+        return [r for r in self.rows if r.in_inventory and r.standing is Standing.PENDING]
+
+    def row(self, name: str) -> NodeRow | None:
+        return next((r for r in self.rows if r.name == name or r.node_id == name), None)
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        refused = any(result != "approved" for _, result in self.approvals)
+        bad = bool(self.missing or self.rogue or self.not_ready) or refused
+        return ExitStatus.FAILURE if bad else ExitStatus.SUCCESS
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "orchestrator": self.orchestrator_url,
+            "ok": self.exit_status is ExitStatus.SUCCESS,
+            "nodes": [r.to_json() for r in self.rows],
+            "missing": self.missing,
+            "rogue": self.rogue,
+            "not_ready": [r.name for r in self.not_ready],
+            "approvals": dict(self.approvals),
+        }
+
+
+def _row(name: str, node: NodeState | None, *, in_inventory: bool) -> NodeRow:
+    standing = standing_of(node)
+    if node is None:
+        return NodeRow(name, None, in_inventory, standing)
+    since = node.disconnected_since if standing is Standing.DISCONNECTED else node.connected_since
+    return NodeRow(
+        name=name,
+        node_id=node.node_id,
+        in_inventory=in_inventory,
+        standing=standing,
+        membership=node.membership,
+        connection=node.connection,
+        since=since,
+        labels=tuple(sorted(node.labels.items())),
+        version=node.version,
+    )
+
+
+def reconcile(
+    inventory_hosts: Sequence[Host], nodes: Sequence[NodeState], *, orchestrator_url: str = ""
+) -> Reconciliation:
+    """Join inventory compute hosts with the orchestrator's compute nodes (pure)."""
+    compute = [h for h in inventory_hosts if h.is_compute]
+    rows: list[NodeRow] = []
+    claimed: set[str] = set()
+    for host in compute:
+        node = find_node(nodes, host.name)
+        if node is not None:
+            claimed.add(node.node_id)
+        rows.append(_row(host.name, node, in_inventory=True))
+    # Any inventory host (the control plane included) is known; a compute node
+    # named like the control plane is that host running compute, not a rogue.
+    others = [h.name for h in inventory_hosts if not h.is_compute]
+    for node in nodes:
+        if node.node_id in claimed or not node.is_compute:
+            continue
+        known = find_node([node], *others) is not None
+        rows.append(_row(node.node_id, node, in_inventory=known))
+    return Reconciliation(tuple(rows), orchestrator_url)
+
+
+def approve_pending(client: BacalhauClient, view: Reconciliation) -> list[tuple[str, str]]:
+    """Approve PENDING nodes that are in the inventory; never the others."""
+    results: list[tuple[str, str]] = []
+    for row in view.rows:
+        if row.standing is not Standing.PENDING or row.node_id is None:
+            continue
+        if not row.in_inventory:
+            results.append((row.node_id, "not approved: not in the inventory"))
+            continue
+        try:
+            client.approve_node(row.node_id, "approved by fleetkit: host is in the inventory")
+        except OrchestratorError as exc:
+            results.append((row.node_id, f"approval failed: {exc}"))
+        else:
+            results.append((row.node_id, "approved"))
+    return results
+
+
+# --------------------------------------------------------------------------- output
+
+
+def age(since: str, now: datetime) -> str | None:
+    """``3m12s`` between a Bacalhau timestamp and ``now``; None when unreadable or zero-time."""
+    try:
+        then = datetime.fromisoformat(since)
+    except ValueError:
+        return None
+    if then.year < 2000:  # Go's zero time: "never"
+        return None
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = max(0, int((now - then).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _state(row: NodeRow, now: datetime) -> str:
+    if not row.since or row.ready:
+        return row.standing.value
+    ago = age(row.since, now)
+    return f"{row.standing.value} since {row.since}" + (f" ({ago} ago)" if ago else "")
+
+
+def render_table(view: Reconciliation, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    headers = ("NODE", "INVENTORY", "STATE", "MEMBERSHIP", "VERSION", "LABELS")
+    table = [headers]
+    for r in view.rows:
+        state = _state(r, now)
+        table.append(
+            (
+                r.name,
+                "yes" if r.in_inventory else "NO",
+                state,
+                r.membership or "-",
+                r.version or "-",
+                ",".join(f"{k}={v}" for k, v in r.labels) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    ]
+    for node_id, result in view.approvals:
+        lines.append(f"approve {node_id}: {result}")
+    lines += _dangers(view)
+    return "\n".join(lines) + "\n"
+
+
+def _dangers(view: Reconciliation) -> list[str]:
+    lines: list[str] = []
+    if view.rogue:
+        lines.append(
+            "ROGUE: in the cluster but not in the inventory (they receive query jobs): "
+            + ", ".join(view.rogue)
+        )
+        lines.append(
+            "  fix: reject them at the orchestrator (bacalhau node reject <id>) and stop their "
+            "agent, or onboard them: invoke onboard --host <name> --address <address>"
+        )
+    if view.missing:
+        lines.append("MISSING: in the inventory but not in the cluster: " + ", ".join(view.missing))
+        lines.append(f"  fix: run: invoke provision --hosts {','.join(view.missing)}")
+    for row in view.not_ready:
+        if row.standing is Standing.PENDING:
+            fix = "run: invoke nodes --approve"
+        elif row.standing is Standing.DISCONNECTED:
+            fix = f"start its agent: run: invoke provision --hosts {row.name}"
+        else:
+            fix = f"if it belongs, approve it there: bacalhau node approve {row.node_id}"
+        lines.append(f"NOT READY: {row.name} is {row.standing.value}; fix: {fix}")
+    if not lines:
+        lines.append(
+            f"nodes: the cluster matches the inventory ({_count(view)}, all connected and approved)"
+        )
+    return lines
+
+
+def _count(view: Reconciliation) -> str:
+    return f"{len(view.rows)} compute node{'' if len(view.rows) == 1 else 's'}"
+
+
+def summary_line(view: Reconciliation) -> str:
+    """One line for stderr when the table is not shown (``--json``)."""
+    if view.exit_status is ExitStatus.SUCCESS:
+        return f"nodes: the cluster matches the inventory ({_count(view)})"
+    parts = [
+        f"{label}: {', '.join(names)}"
+        for label, names in (
+            ("ROGUE", view.rogue),
+            ("MISSING", view.missing),
+            ("NOT READY", [r.name for r in view.not_ready]),
+        )
+        if names
+    ]
+    return "nodes: " + "; ".join(parts or ["approval failed (see approvals)"])
+
+
+def run(rt: Runtime, *, as_json: bool, approve: bool) -> ExitStatus:
+    """``invoke nodes [--json] [--approve]``."""
+    rt.load()
+    client = BacalhauClient.from_runtime(rt)
+    hosts = list(rt.inventory.hosts)
+    view = reconcile(hosts, client.nodes(), orchestrator_url=client.display_url)
+    if approve:
+        approvals = approve_pending(client, view)
+        if any(result == "approved" for _, result in approvals):
+            view = reconcile(hosts, client.nodes(), orchestrator_url=client.display_url)
+        view = Reconciliation(view.rows, view.orchestrator_url, tuple(approvals))
+    emit_report(
+        rt.env,
+        as_json=as_json,
+        data=view.to_json(),
+        summary=summary_line(view),
+        table=render_table(view),
+    )
+    return view.exit_status

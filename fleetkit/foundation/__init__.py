@@ -1,0 +1,1 @@
+"""Foundation: settings, inventory, secrets, strict YAML, rendering, output, exit status."""

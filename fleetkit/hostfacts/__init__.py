@@ -1,0 +1,1 @@
+"""Host facts and changes (pyinfra-style): what a host looks like, and what to change."""

@@ -1,0 +1,149 @@
+"""The provisioning report: per host ok / changed / failed, like Ansible's PLAY RECAP.
+
+``ok`` counts the steps that succeeded (changed ones included, as Ansible
+counts them), ``changed`` those that changed something (or would, in check
+mode), ``failed`` is 1 when the host did not reach its desired state: it was
+unreachable, a step failed, or it was not touched because the control plane
+failed. Everything shown passes through :func:`fleetkit.foundation.secrets.redact`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.secrets import redact
+from fleetkit.foundation.status import ExitStatus
+from fleetkit.hostfacts.steps import StepResult
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: str
+    result: StepResult
+
+
+@dataclass
+class HostReport:
+    host: Host
+    records: list[StepRecord] = field(default_factory=list)
+    #: Why the host did not reach its desired state (None = it did).
+    error: str | None = None
+    #: The step that failed, when one did.
+    failed_step: str | None = None
+    #: A note on hosts with nothing to do (no role).
+    note: str | None = None
+
+    @property
+    def ok(self) -> int:
+        return len(self.records)
+
+    @property
+    def changed(self) -> int:
+        return sum(1 for r in self.records if r.result.changed)
+
+    @property
+    def failed(self) -> int:
+        return 1 if self.error is not None else 0
+
+    @property
+    def warnings(self) -> list[str]:
+        return [r.result.warning for r in self.records if r.result.warning]
+
+    def counts(self) -> str:
+        return f"ok={self.ok} changed={self.changed} failed={self.failed}"
+
+    def reason(self) -> str:
+        if self.error is None:
+            return ""
+        where = f"{self.failed_step}: " if self.failed_step else ""
+        return redact(where + self.error)
+
+
+@dataclass
+class ProvisionReport:
+    check: bool = False
+    hosts: list[HostReport] = field(default_factory=list)
+
+    @property
+    def results(self) -> dict[str, HostReport]:
+        return {r.host.name: r for r in self.hosts}
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return [r.host.name for r in self.hosts if r.failed]
+
+    @property
+    def changed(self) -> int:
+        return sum(r.changed for r in self.hosts)
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return ExitStatus.FAILURE if self.failed_hosts else ExitStatus.SUCCESS
+
+
+def host_line(report: HostReport, *, check: bool = False) -> str:
+    """The progress line printed as a host finishes."""
+    changed = "would change" if check else "changed"
+    status = "FAILED" if report.failed else changed if report.changed else "ok"
+    line = f"{report.host.name}: {status} ({report.counts()})"
+    if report.failed:
+        line += f": {report.reason()}"
+    return redact(line)
+
+
+def format_recap(report: ProvisionReport) -> str:
+    """The end-of-run summary (human output, for stderr)."""
+    title = (
+        "PROVISION RECAP (check mode: nothing was changed)" if report.check else "PROVISION RECAP"
+    )
+    if not report.hosts:
+        return f"{title}\nno hosts selected"
+    name_width = max(len(r.host.name) for r in report.hosts)
+    role_width = max(len(r.host.role) for r in report.hosts)
+    lines = [title]
+    for r in report.hosts:
+        lines.append(
+            f"{r.host.name:<{name_width}}  {r.host.role:<{role_width}}  "
+            f"ok={r.ok:<3} changed={r.changed:<3} failed={r.failed}"
+        )
+    for r in report.hosts:
+        if r.failed:
+            lines.append(f"failed: {r.host.name}: {r.reason()}")
+        for warning in r.warnings:
+            lines.append(f"warning: {r.host.name}: {warning}")
+        if r.note:
+            lines.append(f"note: {r.host.name}: {r.note}")
+    lines.append(summary(report))
+    return redact("\n".join(lines))
+
+
+def summary(report: ProvisionReport) -> str:
+    total = len(report.hosts)
+    failed = len(report.failed_hosts)
+    hosts = f"{total} host{'s' if total != 1 else ''}"
+    outcome = f"{failed} failed ({', '.join(report.failed_hosts)})" if failed else "all ok"
+    if report.check:
+        changes = (
+            f"{report.changed} change(s) would be made" if report.changed else "no changes needed"
+        )
+    else:
+        changes = f"{report.changed} change(s) made" if report.changed else "no changes"
+    return f"summary: {hosts}, {outcome}; {changes}"
+
+
+def format_plan(report: ProvisionReport) -> str:
+    """Check mode's plan: every step per host, what it would do, and file diffs."""
+    out: list[str] = []
+    for r in report.hosts:
+        out.append(f"== {r.host.name} ({r.host.role}) {r.counts()}")
+        for record in r.records:
+            mark = "~" if record.result.changed else "="
+            out.append(f"  {mark} {record.step}: {record.result.message}")
+            if record.result.diff:
+                out.extend("    " + line for line in record.result.diff.rstrip("\n").split("\n"))
+        if r.failed:
+            out.append(f"  ! {r.reason()}")
+        if r.note:
+            out.append(f"  - {r.note}")
+    return redact("\n".join(out) + "\n")

@@ -1,0 +1,188 @@
+"""The Bacalhau part: binary, config, unit and agent, as orchestrator or compute node."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from fleetkit.foundation.inventory import Host
+from fleetkit.hostfacts.packages import PackageRef
+from fleetkit.hostfacts.roles import RoleContext
+from fleetkit.hostfacts.services import ServiceSpec
+from fleetkit.hostfacts.steps import (
+    AbsentFileStep,
+    DirectoryStep,
+    FileStep,
+    OrchestratorAliveStep,
+    ServiceStep,
+    Step,
+    TarballBinaryStep,
+)
+
+UNIT_PATH = "/etc/systemd/system/bacalhau.service"
+MEMBER = "bacalhau"
+#: How long the orchestrator may take to answer /api/v1/agent/alive after (re)start.
+ALIVE_TIMEOUT = 60.0
+_RESTART = (("bacalhau", "restart"),)
+_RELOAD = (("bacalhau", "restart"), ("bacalhau", "reload"))
+
+
+def env_file_path(context: RoleContext) -> str:
+    return posixpath.join(posixpath.dirname(context.settings.bacalhau.config_path), "env")
+
+
+def bacalhau_service(context: RoleContext) -> ServiceSpec:
+    """The agent's command line, shared by the systemd unit and the fallback.
+
+    It runs as root on purpose: a compute node's agent hands the query job
+    osqueryd's extensions socket, which osqueryd (root) creates in
+    ``/var/osquery`` readable by root only. Open question: a dedicated user
+    in a group owning the socket would be tighter, but osquery offers no
+    flag for the socket's group or mode.
+    """
+    b = context.settings.bacalhau
+    return ServiceSpec(
+        name="bacalhau",
+        argv=(b.install_path, "serve", "--config", b.config_path),
+        unit="bacalhau.service",
+        env_file=env_file_path(context),
+    )
+
+
+def _common(host: Host, context: RoleContext) -> dict[str, Any]:
+    b = context.settings.bacalhau
+    return {
+        "host": host,
+        "version": b.version,
+        "data_dir": b.data_dir,
+        "api_port": context.api_port(host),
+        "token": context.token,
+    }
+
+
+def orchestrator_config(host: Host, context: RoleContext) -> str:
+    b = context.settings.bacalhau
+    api_user: dict[str, str] | None = None
+    if b.api_key is not None:
+        api_user = {"api_key": b.api_key.reveal()}
+    elif b.api_username and b.api_password is not None:
+        api_user = {"username": b.api_username, "password": b.api_password.reveal()}
+    return context.renderer.render(
+        "bacalhau-orchestrator.yaml.j2",
+        {
+            **_common(host, context),
+            "nats_port": b.nats_port,
+            "disconnect_timeout": b.disconnect_timeout,
+            "manual_approval": b.manual_approval,
+            "api_user": api_user,
+        },
+    )
+
+
+def compute_config(host: Host, context: RoleContext) -> str:
+    b = context.settings.bacalhau
+    return context.renderer.render(
+        "bacalhau-compute.yaml.j2",
+        {
+            **_common(host, context),
+            "labels": sorted(host.labels.items()),
+            "orchestrator": context.nats_url,
+            "socket_dir": context.settings.osquery.socket_dir,
+            "heartbeat_interval": b.heartbeat_interval,
+        },
+    )
+
+
+def env_variables(context: RoleContext) -> list[tuple[str, str]] | None:
+    """AWS variables for the S3 publisher; None when results are not published to S3."""
+    query = context.settings.query
+    if query.publisher != "s3" or query.s3 is None:
+        return None
+    s3 = query.s3
+    variables: list[tuple[str, str]] = []
+    if s3.access_key_id is not None:
+        variables.append(("AWS_ACCESS_KEY_ID", s3.access_key_id.reveal()))
+    if s3.secret_access_key is not None:
+        variables.append(("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.reveal()))
+    variables.append(("AWS_REGION", s3.region))
+    if s3.endpoint:
+        variables.append(("AWS_ENDPOINT_URL", s3.endpoint))
+    return variables
+
+
+def unit_content(host: Host, context: RoleContext) -> str:
+    service = bacalhau_service(context)
+    return context.renderer.render(
+        "bacalhau.service.j2",
+        {
+            "host": host,
+            "role": host.role,
+            "socket_dir": context.settings.osquery.socket_dir,
+            "env_file": service.env_file,
+            "exec_start": service.exec_start,
+        },
+    )
+
+
+def _binary_step(context: RoleContext) -> TarballBinaryStep:
+    b = context.settings.bacalhau
+    return TarballBinaryStep(
+        path=b.install_path,
+        ref=PackageRef("bacalhau tarball", "bacalhau.package", b.package, member=MEMBER),
+        transfer_mode=context.settings.transfer_mode,
+        notify=_RESTART,
+    )
+
+
+def _tail(host: Host, context: RoleContext, config: str, template: str) -> list[Step]:
+    b = context.settings.bacalhau
+    env_path = env_file_path(context)
+    variables = env_variables(context) if host.is_compute else None
+    env_step: Step
+    if variables is None:
+        env_step = AbsentFileStep(env_path, notify=_RESTART)
+    else:
+        env_step = FileStep(
+            path=env_path,
+            content=context.renderer.render(
+                "bacalhau.env.j2", {"host": host, "variables": variables}
+            ),
+            mode=0o600,
+            notify=_RESTART,
+            secret=True,
+            template="bacalhau.env.j2",
+        )
+    return [
+        _binary_step(context),
+        DirectoryStep(b.data_dir, mode=0o700),
+        FileStep(
+            path=b.config_path,
+            content=config,
+            mode=0o600,
+            notify=_RESTART,
+            secret=True,
+            template=template,
+        ),
+        env_step,
+        FileStep(
+            path=UNIT_PATH,
+            content=unit_content(host, context),
+            mode=0o644,
+            notify=_RELOAD,
+            systemd_only=True,
+            template="bacalhau.service.j2",
+        ),
+        ServiceStep(bacalhau_service(context)),
+    ]
+
+
+def orchestrator_steps(host: Host, context: RoleContext) -> list[Step]:
+    config = orchestrator_config(host, context)
+    steps = _tail(host, context, config, "bacalhau-orchestrator.yaml.j2")
+    steps.append(OrchestratorAliveStep(context.orchestrator_url, timeout=ALIVE_TIMEOUT))
+    return steps
+
+
+def compute_steps(host: Host, context: RoleContext) -> list[Step]:
+    config = compute_config(host, context)
+    return _tail(host, context, config, "bacalhau-compute.yaml.j2")
