@@ -24,10 +24,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import requests
 
+from fleetkit.clients.urls import http_url, without_userinfo
 from fleetkit.foundation.secrets import redact, remember_secret
 from fleetkit.foundation.settings import S3Settings
 from fleetkit.foundation.status import ConfigError, FleetkitError, UsageError
@@ -327,7 +328,7 @@ class BacalhauClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         #: What messages show: never credentials embedded in the URL.
-        self.display_url = _without_userinfo(self.base_url)
+        self.display_url = without_userinfo(self.base_url)
         self.session = session if session is not None else requests.Session()
         self.timeout = timeout
         self.retries = max(0, retries)
@@ -747,16 +748,7 @@ def _control_plane_url(rt: Runtime) -> str:
             file=rt.settings.path,
             key="bacalhau.orchestrator_url",
         )
-    address = f"[{host.address}]" if ":" in host.address else host.address
-    port = host.bacalhau_api_port or rt.settings.bacalhau.api_port
-    return f"http://{address}:{port}"
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return http_url(host.address, host.bacalhau_api_port or rt.settings.bacalhau.api_port)
 
 
 def _segment(value: str) -> str:

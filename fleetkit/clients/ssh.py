@@ -13,10 +13,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import os
 import shlex
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -27,6 +25,7 @@ from typing import Any, Generic, TypeVar
 import paramiko
 from fabric import Config, Connection
 
+from fleetkit.foundation.atomic import atomic_write
 from fleetkit.foundation.inventory import DEFAULT_PORT, DEFAULT_USER, Host
 from fleetkit.foundation.secrets import redact
 from fleetkit.foundation.settings import SSHSettings
@@ -118,22 +117,8 @@ class KnownHosts:
             old = target.read_text(encoding="utf-8") if target.exists() else ""
             if old and not old.endswith("\n"):
                 old += "\n"
-            _atomic_write(target, (old + line).encode(), 0o644)
+            atomic_write(target, (old + line).encode(), mode=0o644)
             return True
-
-
-def _atomic_write(target: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]

@@ -33,8 +33,8 @@ from fleetkit.clients.bacalhau import BacalhauClient, OrchestratorError
 from fleetkit.clients.ssh import fetch_host_key, fingerprint, known_hosts_name
 from fleetkit.commands import provision, verify
 from fleetkit.commands.nodes import find_node
+from fleetkit.foundation.atomic import atomic_output
 from fleetkit.foundation.inventory import COMPUTE, ONBOARDED_DIR, Host, load_inventory
-from fleetkit.foundation.output import atomic_output
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from fleetkit.hostfacts.recap import format_recap
 from fleetkit.runtime import Runtime

@@ -43,6 +43,7 @@ import yaml
 from fleetkit.ask.results import OutputError, parse_osqueryi_json
 from fleetkit.clients.bacalhau import BacalhauClient, NodeState, OrchestratorError
 from fleetkit.clients.ssh import HostKeyError, Outcome, SSHError, fan_out, fingerprint
+from fleetkit.clients.urls import nats_url
 from fleetkit.commands.nodes import find_node
 from fleetkit.foundation.inventory import Host, parse_hosts_option
 from fleetkit.foundation.output import emit_report
@@ -648,8 +649,8 @@ def check_bacalhau_config(
             )
         orchestrators = _as_list(_lookup(config, "Compute.Orchestrators"))
         if control_plane is not None:
-            wanted = f"{control_plane.address}:{expected.nats_port}"
-            if not any(o.removeprefix("nats://") == wanted for o in orchestrators):
+            wanted = nats_url(control_plane.address, expected.nats_port)
+            if not any(o in (wanted, wanted.removeprefix("nats://")) for o in orchestrators):
                 problems.append(f"Compute.Orchestrators is {orchestrators or '[]'}, not {wanted}")
         shown = (
             f"token matches bacalhau.node_token; allow-list {allowed}; "

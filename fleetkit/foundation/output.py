@@ -32,7 +32,6 @@ import io
 import json
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from fleetkit.ask.results import (
     redact_row,
     tag_row,
 )
+from fleetkit.foundation.atomic import atomic_output
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.secrets import redact
 from fleetkit.foundation.status import UsageError
@@ -185,39 +185,6 @@ def write_merged(
     if fmt == "csv":
         return _write_csv(nodes, out, redact)
     return _write_table(nodes, out, redact)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[IO[bytes]]:
-    """A file that appears complete at ``path`` or not at all.
-
-    The temporary file is created 0600 (query results can be sensitive) unless
-    ``path`` already exists, whose mode is then kept.
-    """
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --------------------------------------------------------------------------- JSON / NDJSON

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from fleetkit.ask.results import NodeResult, NodeStatus, node_result
+from fleetkit.foundation.atomic import atomic_output
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.output import (
     FORMATS,
-    atomic_output,
     check_format,
     check_output_path,
     write_merged,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from fleetkit.clients.urls import http_url, nats_url
 from fleetkit.foundation.inventory import Host, Inventory
 from fleetkit.foundation.render import Renderer
 from fleetkit.foundation.settings import Settings
@@ -64,14 +65,12 @@ class RoleContext:
         if self.settings.bacalhau.orchestrator_url:
             return self.settings.bacalhau.orchestrator_url
         cp = self.control_plane
-        address = f"[{cp.address}]" if ":" in cp.address else cp.address
-        return f"http://{address}:{self.api_port(cp)}"
+        return http_url(cp.address, self.api_port(cp))
 
     @cached_property
     def nats_url(self) -> str:
         cp = self.control_plane
-        address = f"[{cp.address}]" if ":" in cp.address else cp.address
-        return f"nats://{address}:{self.settings.bacalhau.nats_port}"
+        return nats_url(cp.address, self.settings.bacalhau.nats_port)
 
 
 def plan_for(host: Host, context: RoleContext) -> HostPlan:
