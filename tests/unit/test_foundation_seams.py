@@ -87,3 +87,21 @@ def test_terminal_safe_escapes_controls(raw: str, shown: str) -> None:
 
 def test_terminal_safe_keeps_fleetkits_own_line_breaks() -> None:
     assert terminal_safe("line \x1b[2J\nnext", keep_newlines=True) == "line \\x1b[2J\nnext"
+
+
+def test_table_aligns_and_escapes_every_cell() -> None:
+    from fleetkit.foundation.table import render_table
+
+    text = render_table(["HOST", "STATE"], [["node-1", "ok"], ["evil\x1b[2J", "x" * 80]], rule=True)
+    lines = text.splitlines()
+    assert lines[0] == "HOST         STATE"
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert "\x1b" not in text and "evil\\x1b[2J" in text
+    assert lines[3].endswith("x" * 57 + "...")
+
+
+def test_table_refuses_ragged_rows() -> None:
+    from fleetkit.foundation.table import make_table
+
+    with pytest.raises(ValueError, match="row 0 has 1 cells"):
+        make_table(["A", "B"], [["only"]])
