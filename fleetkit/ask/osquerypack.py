@@ -22,6 +22,22 @@ from fleetkit.foundation.terminal import terminal_safe
 #: osquery's bundled packs are under 100 KB; a megabyte is generous and bounded.
 MAX_PACK_BYTES = 1024 * 1024
 _COMMENT_LINE = re.compile(r"^[ \t]*(//|#)")
+#: The keys osquery reads at a pack's top level and in each query (docs: configuration.md).
+OSQUERY_PACK_KEYS = {"queries", "platform", "version", "discovery", "shard"}
+OSQUERY_QUERY_KEYS = {
+    "query",
+    "interval",
+    "platform",
+    "version",
+    "description",
+    "value",
+    "removed",
+    "snapshot",
+    "shard",
+    "denylist",
+    "blacklist",
+    "startup_priority",
+}
 #: How much of a hostile name or value a report line shows.
 SHOWN_CHARS = 80
 

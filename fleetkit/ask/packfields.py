@@ -8,7 +8,8 @@ what it changed), so both agree on what an interval or a platform is.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from fleetkit.foundation.inventory import NAME_RE
 from fleetkit.foundation.status import ConfigError
@@ -147,3 +148,42 @@ def unique_name(base: str, used: set[str]) -> str:
         if candidate not in used:
             return candidate
         number += 1
+
+
+# --------------------------------------------------------------------------- readers
+# Strict readers of one key of a parsed mapping; errors name the file and the key.
+
+
+def read_name(data: dict[str, Any], field: str, *, file: str, key: str, what: str) -> str:
+    """A pack, policy or query name: the inventory's rule (letters, digits, ``. _ -``)."""
+    name = read_text(data, field, file=file, key=key)
+    if not NAME_RE.match(name):
+        raise ConfigError(f"invalid {what} name {name!r}", file=file, key=key)
+    return name
+
+
+def read_choice(
+    entry: dict[str, Any], name: str, choices: Sequence[str], *, file: str, where: str
+) -> str:
+    value = read_text(entry, name, file=file, key=f"{where}.{name}")
+    if value not in choices:
+        raise ConfigError(
+            f"must be one of {', '.join(choices)}, got {value!r}", file=file, key=f"{where}.{name}"
+        )
+    return value
+
+
+def read_text(data: dict[str, Any], name: str, *, file: str, key: str) -> str:
+    value = data.get(name)
+    if value is None:
+        raise ConfigError("required", file=file, key=key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"expected a non-empty string, got {value!r}", file=file, key=key)
+    return value
+
+
+def read_optional_text(data: dict[str, Any], name: str, *, file: str, where: str) -> str:
+    value = data.get(name, "")
+    if not isinstance(value, str):
+        raise ConfigError(f"expected a string, got {value!r}", file=file, key=f"{where}.{name}")
+    return value

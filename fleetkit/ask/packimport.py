@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetkit.ask.osquerypack import JsonObject, read_osquery_pack, shown
+from fleetkit.ask.osquerypack import (
+    OSQUERY_PACK_KEYS,
+    OSQUERY_QUERY_KEYS,
+    JsonObject,
+    read_osquery_pack,
+    shown,
+)
 from fleetkit.ask.packfields import (
     DEFAULT_INTERVAL,
     INTERVAL_CEILING,
@@ -47,21 +53,6 @@ POLICY_REFUSAL = (
     "policy needs `meaning: fail_if_rows` (rows are violations) or `pass_if_rows` (rows prove "
     "compliance), plus `details`, `severity` and `resolution` (format: fleetkit/packs/README.md)"
 )
-TOP_KEYS = {"queries", "platform", "version", "discovery", "shard"}
-QUERY_KEYS = {
-    "query",
-    "interval",
-    "platform",
-    "version",
-    "description",
-    "value",
-    "removed",
-    "snapshot",
-    "shard",
-    "denylist",
-    "blacklist",
-    "startup_priority",
-}
 #: osquery query keys with no fleetkit equivalent, and why they can go.
 DROPPED_QUERY_KEYS = {
     "version": "the fleet runs the osquery version pinned in settings",
@@ -194,7 +185,7 @@ def _top_level(root: JsonObject, report: _Report, *, file: str) -> JsonObject:
         )
     top = root.last()
     for key in top:
-        if key not in TOP_KEYS:
+        if key not in OSQUERY_PACK_KEYS:
             report.note(f"unknown top-level key {shown(key)} dropped")
     if "version" in top:
         report.note(
@@ -235,7 +226,7 @@ def _convert_query(
         report.note(f"{subject} has {shown(key)} more than once: the last one was used")
     fields = body.last()
     for key in fields:
-        if key not in QUERY_KEYS:
+        if key not in OSQUERY_QUERY_KEYS:
             report.note(f"{subject}: unknown key {shown(key)} dropped")
     sql = fields.get("query")
     if not isinstance(sql, str) or not sql.strip():

@@ -23,13 +23,22 @@ Every error is a :class:`ConfigError` naming the file and the key (exit 2).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetkit.ask.packfields import DEFAULT_INTERVAL, parse_interval, parse_platform
-from fleetkit.foundation.inventory import NAME_RE
+from fleetkit.ask.packfields import (
+    DEFAULT_INTERVAL,
+    parse_interval,
+    parse_platform,
+    platforms_include,
+    read_choice,
+    read_name,
+    read_optional_text,
+    read_text,
+)
 from fleetkit.foundation.sqlguard import refuse_denied_tables
 from fleetkit.foundation.status import ConfigError, UsageError
 from fleetkit.foundation.yamlfile import expect_mapping, load_yaml, reject_unknown_keys
@@ -127,6 +136,20 @@ class Pack:
         """How many policies or queries the pack holds (what a person counts)."""
         return len(self.policies) if self.kind == "policy" else len(self.queries)
 
+    def runs_on(self, platform: str) -> bool:
+        """Whether a node of ``platform`` (``linux``...) is one this pack is for."""
+        return platforms_include(self.platform, platform)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes exactly when what one run asks changes (kind or any statement's name/SQL):
+        a record can tell a host that changed from a pack that changed."""
+        digest = hashlib.sha256(self.kind.encode())
+        for statement in self.statements:
+            for part in (statement.name, statement.sql):
+                digest.update(b"\0" + part.encode())
+        return digest.hexdigest()
+
     @property
     def statements(self) -> tuple[Statement, ...]:
         """Every (name, SQL) one run of this pack asks, in file order."""
@@ -213,9 +236,7 @@ def pack_from_data(data: Any, *, file: str, denied_tables: Iterable[str] = ()) -
     data = expect_mapping(data, file=file, key="(top level)")
     _refuse_osquery_format(data, file=file)
     reject_unknown_keys(data, PACK_KEYS, file=file, key="")
-    name = _text(data, "pack", file=file, key="pack")
-    if not NAME_RE.match(name):
-        raise ConfigError(f"invalid pack name {name!r}", file=file, key="pack")
+    name = read_name(data, "pack", file=file, key="pack", what="pack")
     kind = data.get("kind", "policy")
     if kind not in KINDS:
         raise ConfigError(
@@ -310,23 +331,25 @@ def _read_policy(raw: Any, *, pack: str, file: str, where: str) -> Policy:
     if not entry:
         raise ConfigError("empty policy", file=file, key=where)
     reject_unknown_keys(entry, POLICY_KEYS, file=file, key=where)
-    name = _name(entry, file=file, where=where, what="policy")
-    severity = _choice(entry, "severity", SEVERITIES, file=file, where=where)
-    meaning = _choice(entry, "meaning", MEANINGS, file=file, where=where)
+    name = read_name(entry, "name", file=file, key=f"{where}.name", what="policy")
+    severity = read_choice(entry, "severity", SEVERITIES, file=file, where=where)
+    meaning = read_choice(entry, "meaning", MEANINGS, file=file, where=where)
     unknown = entry.get("unknown_if_rows")
     return Policy(
         pack=pack,
         name=name,
-        description=_text(entry, "description", file=file, key=f"{where}.description"),
+        description=read_text(entry, "description", file=file, key=f"{where}.description"),
         severity=severity,
         meaning=meaning,
-        query=_text(entry, "query", file=file, key=f"{where}.query").strip(),
-        details=_text(entry, "details", file=file, key=f"{where}.details").strip(),
-        resolution=_text(entry, "resolution", file=file, key=f"{where}.resolution"),
+        query=read_text(entry, "query", file=file, key=f"{where}.query").strip(),
+        details=read_text(entry, "details", file=file, key=f"{where}.details").strip(),
+        resolution=read_text(entry, "resolution", file=file, key=f"{where}.resolution"),
         unknown_if_rows=(
             None
             if unknown is None
-            else _text(entry, "unknown_if_rows", file=file, key=f"{where}.unknown_if_rows").strip()
+            else read_text(
+                entry, "unknown_if_rows", file=file, key=f"{where}.unknown_if_rows"
+            ).strip()
         ),
         source=file,
     )
@@ -344,65 +367,31 @@ def _read_queries(
         if not entry:
             raise ConfigError("empty query", file=file, key=where)
         reject_unknown_keys(entry, allowed, file=file, key=where)
-        name = _name(entry, file=file, where=where, what="query")
+        name = read_name(entry, "name", file=file, key=f"{where}.name", what="query")
         if name in names:
             raise ConfigError(f"duplicate query name {name!r}", file=file, key=f"{where}.name")
         names.add(name)
-        sql = _text(entry, "query", file=file, key=f"{where}.query").strip()
+        sql = read_text(entry, "query", file=file, key=f"{where}.query").strip()
         _check_sql(sql, denied, file=file, key=f"{where}.query")
         queries.append(
             PackQuery(
                 pack=pack,
                 name=name,
-                description=_optional_text(entry, "description", file=file, where=where),
+                description=read_optional_text(entry, "description", file=file, where=where),
                 query=sql,
                 severity=(
-                    _choice(entry, "severity", SEVERITIES, file=file, where=where)
+                    read_choice(entry, "severity", SEVERITIES, file=file, where=where)
                     if "severity" in entry
                     else None
                 ),
-                resolution=_optional_text(entry, "resolution", file=file, where=where),
+                resolution=read_optional_text(entry, "resolution", file=file, where=where),
                 source=file,
             )
         )
     return tuple(queries)
 
 
-# --------------------------------------------------------------------------- fields
-
-
-def _name(entry: dict[str, Any], *, file: str, where: str, what: str) -> str:
-    name = _text(entry, "name", file=file, key=f"{where}.name")
-    if not NAME_RE.match(name):
-        raise ConfigError(f"invalid {what} name {name!r}", file=file, key=f"{where}.name")
-    return name
-
-
-def _choice(
-    entry: dict[str, Any], name: str, choices: Sequence[str], *, file: str, where: str
-) -> str:
-    value = _text(entry, name, file=file, key=f"{where}.{name}")
-    if value not in choices:
-        raise ConfigError(
-            f"must be one of {', '.join(choices)}, got {value!r}", file=file, key=f"{where}.{name}"
-        )
-    return value
-
-
-def _text(data: dict[str, Any], name: str, *, file: str, key: str) -> str:
-    value = data.get(name)
-    if value is None:
-        raise ConfigError("required", file=file, key=key)
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"expected a non-empty string, got {value!r}", file=file, key=key)
-    return value
-
-
-def _optional_text(data: dict[str, Any], name: str, *, file: str, where: str) -> str:
-    value = data.get(name, "")
-    if not isinstance(value, str):
-        raise ConfigError(f"expected a string, got {value!r}", file=file, key=f"{where}.{name}")
-    return value
+# --------------------------------------------------------------------------- SQL
 
 
 def _check_sql(sql: str, denied: tuple[str, ...], *, file: str, key: str) -> None:

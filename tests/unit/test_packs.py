@@ -350,3 +350,22 @@ def test_names_made_valid_and_unique() -> None:
     assert len(valid_name("x" * 200)) == 63
     assert unique_name("a", {"a", "a_2"}) == "a_3"
     assert unique_name("x" * 63, {"x" * 63}) == "x" * 61 + "_2"
+
+
+def test_platform_and_fingerprint_of_a_pack(tmp_path: Path) -> None:
+    hunt = packs.load_pack(write(tmp_path, "h.yaml", HUNT_PACK))
+    assert hunt.runs_on("linux") and hunt.runs_on("darwin") and not hunt.runs_on("windows")
+    assert packs.load_pack(SSH_PACK).runs_on("windows")  # no platform given: any
+    # The fingerprint follows what a run asks, not descriptions or the schedule.
+    same = HUNT_PACK.replace("interval: 15m", "interval: 1h").replace("files that", "files")
+    assert packs.load_pack(write(tmp_path, "s.yaml", same)).fingerprint == hunt.fingerprint
+    other = HUNT_PACK.replace("'/tmp'", "'/var/tmp'")
+    assert packs.load_pack(write(tmp_path, "o.yaml", other)).fingerprint != hunt.fingerprint
+    renamed = HUNT_PACK.replace("tmp_executables", "tmp_files")
+    assert packs.load_pack(write(tmp_path, "r.yaml", renamed)).fingerprint != hunt.fingerprint
+    as_inventory = HUNT_PACK.replace("kind: hunt", "kind: inventory").replace(
+        "    severity: high\n    resolution: quarantine the host\n", ""
+    )
+    loaded = packs.load_pack(write(tmp_path, "i.yaml", as_inventory))
+    assert loaded.statements == hunt.statements
+    assert loaded.fingerprint != hunt.fingerprint

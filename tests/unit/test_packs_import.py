@@ -73,8 +73,8 @@ EXPECTED = {
     ],
 }
 
-#: One report line (or a distinctive part of it) per oddity.
-EXPECTED_REPORT = [
+#: One report line (or distinctive parts of one line) per oddity.
+EXPECTED_REPORT: list[str | tuple[str, ...]] = [
     "pack version '1.4.5' (minimum osquery version) dropped",
     "discovery queries dropped",
     "pack shard 10 dropped",
@@ -84,7 +84,7 @@ EXPECTED_REPORT = [
     "query 'launchd' skipped: platform 'darwin' does not include linux",
     "query 'drivers' skipped: platform 'windows' does not include linux",
     "query 'it\\'s \"quoted\"': unknown key 'colour' dropped",
-    "query 'history' skipped: query reads denied table 'shell_history'",
+    ("query 'history' skipped: ", "denied table 'shell_history'"),
     "query 'empty' skipped: no query text",
     "query 'broken' skipped: expected an object",
     "query 'evil\\x1b[2Jname' has 'interval' more than once: the last one was used",
@@ -133,8 +133,9 @@ def test_an_odd_osquery_pack_is_converted_and_every_oddity_reported(tmp_path: Pa
     assert stdout == ""
     written = (tmp_path / "out.yaml").read_text()
     assert yaml.safe_load(written) == EXPECTED
-    for line in EXPECTED_REPORT:
-        assert line in stderr, line
+    for expected in EXPECTED_REPORT:
+        parts = (expected,) if isinstance(expected, str) else expected
+        assert any(all(p in line for p in parts) for line in stderr.splitlines()), expected
     assert "\x1b" not in stderr  # the hostile name is shown escaped, never obeyed
     assert "default denied tables" in stderr  # no fleetkit.yaml here: said so
     # The result is a fleetkit pack: it loads, as a hunt pack with the floor respected.
@@ -190,7 +191,7 @@ def test_settings_decide_the_denied_tables(tmp_path: Path) -> None:
     )
     status, _, stderr = run_import(tmp_path, ODD_PACK, settings=settings)
     assert status == ExitStatus.SUCCESS, stderr
-    assert "query 'it\\'s \"quoted\"' skipped: query reads denied table 'users'" in stderr
+    assert "query 'it\\'s \"quoted\"' skipped: " in stderr and "denied table 'users'" in stderr
     # shell_history is not denied by these settings: kept.
     names = [q["name"] for q in yaml.safe_load((tmp_path / "out.yaml").read_text())["queries"]]
     assert "history" in names
