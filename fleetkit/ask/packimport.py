@@ -39,7 +39,7 @@ from fleetkit.ask.packfields import (
     valid_name,
 )
 from fleetkit.ask.packs import MAX_ITEMS, MAX_SQL_CHARS
-from fleetkit.ask.packwrite import pack_yaml
+from fleetkit.ask.packwrite import Sql, pack_yaml
 from fleetkit.foundation.sqlguard import refuse_denied_tables
 from fleetkit.foundation.status import ConfigError, UsageError
 
@@ -373,7 +373,7 @@ def _pack_text(
         entry = {"name": query_name}
         if candidate.description:
             entry["description"] = candidate.description
-        entry["query"] = candidate.sql
+        entry["query"] = Sql(candidate.sql)
         queries.append(entry)
     document = {
         "pack": name,

@@ -15,20 +15,26 @@ from fleetkit.ask.packs import pack_from_data
 from fleetkit.foundation.yamlfile import parse_yaml
 
 
+class Sql(str):
+    """SQL text: written as a literal block, never re-wrapped (a folded line is a changed query
+    to a reader, even when YAML folds it back)."""
+
+
 class _PackDumper(yaml.SafeDumper):
-    """Lists indented under their key (as packs are written by hand); multi-line SQL as a
-    literal block; everything else as PyYAML decides (quoted and escaped when needed)."""
+    """Lists indented under their key (as packs are written by hand); SQL and multi-line
+    text as literal blocks; everything else as PyYAML decides (quoted, escaped when needed)."""
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+    style = "|" if "\n" in value or isinstance(value, Sql) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style=style)
 
 
 _PackDumper.add_representer(str, _represent_str)
+_PackDumper.add_representer(Sql, _represent_str)
 
 
 def pack_yaml(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -174,7 +175,8 @@ def test_a_clean_pack_converts_to_exactly_this_text(tmp_path: Path) -> None:
         "queries:\n"
         "  - name: users\n"
         "    description: Local users.\n"
-        "    query: SELECT username FROM users;\n"
+        "    query: |-\n"
+        "      SELECT username FROM users;\n"
     )
     assert "nothing odd met" in stderr
 
@@ -286,3 +288,27 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     status = run_command(lambda r: packs_command.run_import(r, "nope.conf", "hunt", ""), rt)
     assert status == ExitStatus.BAD_INPUT
     assert "nope.conf: file not found" in text_of(rt.env.stderr)
+
+
+HOSTILE_TEXTS = [
+    "SELECT 'a: b' AS x -- # not a comment in YAML",
+    "SELECT '\x1b[2J' AS cls",
+    "SELECT '\u202eevil\u2028line' AS bidi",
+    "SELECT 1;\tSELECT 2;",
+    "SELECT \"quoted\" FROM users WHERE x = '- item'",
+    "SELECT 1 \nFROM   users   \n\n  WHERE 1",
+    "SELECT '\\' AS backslash, 'é€' AS unicode",
+]
+
+
+@pytest.mark.parametrize("sql", HOSTILE_TEXTS)
+def test_any_sql_and_description_round_trip_exactly(tmp_path: Path, sql: str) -> None:
+    """What the pack says is byte for byte what osquery's pack said (after trimming ends)."""
+    source = {"queries": {"q": {"query": sql, "description": sql, "interval": 60}}}
+    status, stdout, stderr = run_import(tmp_path, json.dumps(source), output="")
+    assert status == ExitStatus.SUCCESS, stderr
+    assert all(ch == "\n" or (" " <= ch <= "~") for ch in stdout)  # escaped: safe to cat
+    (tmp_path / "p.yaml").write_text(stdout)
+    pack = load_pack(tmp_path / "p.yaml", ())
+    assert pack.queries[0].query == sql.strip()
+    assert pack.queries[0].description == sql.strip()
