@@ -63,6 +63,7 @@ MEANINGS = ("pass_if_rows", "fail_if_rows")
 #: A pack runs as one job per node: keep that job (and its argv) reasonable.
 MAX_ITEMS = 256
 MAX_SQL_CHARS = 32 * 1024
+MAX_PACK_SQL_CHARS = 256 * 1024
 #: The packs shipped with fleetkit (package data); ``packs/`` beside fleetkit.yaml wins.
 SHIPPED_PACKS_DIR = Path(__file__).resolve().parent.parent / "packs"
 PACK_SUFFIXES = (".yaml", ".yml")
@@ -257,7 +258,7 @@ def pack_from_data(data: Any, *, file: str, denied_tables: Iterable[str] = ()) -
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ConfigError("expected a string", file=file, key="description")
-    return Pack(
+    pack = Pack(
         name=name,
         description=description,
         policies=policies,
@@ -267,6 +268,15 @@ def pack_from_data(data: Any, *, file: str, denied_tables: Iterable[str] = ()) -
         platform=platform,
         queries=queries,
     )
+    total = sum(len(statement.sql) for statement in pack.statements)
+    if total > MAX_PACK_SQL_CHARS:
+        raise ConfigError(
+            f"the pack's SQL is {total} characters in all: at most {MAX_PACK_SQL_CHARS} "
+            "(one run sends all of it in one job)",
+            file=file,
+            key="policies" if kind == "policy" else "queries",
+        )
+    return pack
 
 
 def _refuse_osquery_format(data: dict[str, Any], *, file: str) -> None:

@@ -293,6 +293,14 @@ def test_size_limits_of_a_pack(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="characters long") as caught:
         packs.load_pack(write(tmp_path, "long.yaml", text))
     assert caught.value.key == "queries[0].query"
+    sql = "SELECT 1" + " " * (packs.MAX_SQL_CHARS - 100) + "x"
+    heavy = "pack: heavy\nkind: hunt\nqueries:\n" + "".join(
+        f"  - {{name: q{i}, query: '{sql}'}}\n"
+        for i in range(packs.MAX_PACK_SQL_CHARS // len(sql) + 1)
+    )
+    with pytest.raises(ConfigError, match="characters in all: at most 262144") as caught:
+        packs.load_pack(write(tmp_path, "heavy.yaml", heavy))
+    assert caught.value.key == "queries"
 
 
 def test_pack_names_are_unique_across_files(tmp_path: Path) -> None:

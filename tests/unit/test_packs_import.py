@@ -275,7 +275,7 @@ def test_input_is_bounded(tmp_path: Path) -> None:
     big = b'{"queries": {}, "pad": "' + b"x" * MAX_PACK_BYTES + b'"}'
     status, _, stderr = run_import(tmp_path, big)
     assert status == ExitStatus.BAD_INPUT
-    assert "larger than 1024 KiB" in stderr
+    assert "larger than 256 KiB" in stderr
     status, _, stderr = run_import(tmp_path, b'{"queries": {"\xff": 1}}')
     assert status == ExitStatus.BAD_INPUT
     assert "not UTF-8" in stderr
