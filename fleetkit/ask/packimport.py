@@ -385,7 +385,7 @@ def _pack_text(
     }
     meaning = "any row is a finding" if kind == "hunt" else "rows are recorded, never judged"
     header = (
-        f"Imported from an osquery pack by `fleetkit packs import` (kind {kind}: {meaning}).",
+        f"Imported from an osquery pack by `invoke packs.import` (kind {kind}: {meaning}).",
         "The import report listed everything that was renamed, dropped or skipped.",
     )
     return pack_yaml(document, header=header, denied_tables=denied_tables)

@@ -284,7 +284,7 @@ def _refuse_osquery_format(data: dict[str, Any], *, file: str) -> None:
     if "pack" not in data and isinstance(data.get("queries"), dict):
         raise ConfigError(
             "this looks like an osquery pack (queries as a mapping): convert it with "
-            "`invoke packs import FILE --kind hunt|inventory`",
+            "`invoke packs.import FILE --kind hunt|inventory`",
             file=file,
             key="queries",
         )

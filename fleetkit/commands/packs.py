@@ -1,4 +1,4 @@
-"""``invoke packs list | check | import``: see, validate and import packs; nothing is run.
+"""``invoke packs.list | packs.check | packs.import``: see, validate, import packs; nothing runs.
 
 ``list`` and ``check`` read the packs ``invoke policy`` and the watch would
 read (``packs/`` beside fleetkit.yaml, else the shipped ones; or the files

@@ -261,7 +261,7 @@ def test_a_pack_written_as_json_loads(tmp_path: Path) -> None:
         (
             '{"platform": "linux", "queries": {"a": {"query": "SELECT 1"}}}',
             "queries",
-            "packs import",
+            "packs.import",
         ),
         ("pack: x\nkind: hunt\nqueries: [\n", None, "invalid YAML at line 4"),
         ('{"pack": "x", "kind": "hunt", "queries": [}', None, "invalid YAML at line 1"),

@@ -151,7 +151,7 @@ def test_the_output_is_deterministic_and_goes_to_stdout_without_output(tmp_path:
     assert status == ExitStatus.SUCCESS
     _, second, _ = run_import(tmp_path, ODD_PACK, kind="inventory", output="")
     assert first == second
-    assert first.startswith("# Imported from an osquery pack by `fleetkit packs import`")
+    assert first.startswith("# Imported from an osquery pack by `invoke packs.import`")
     assert yaml.safe_load(first) == {**EXPECTED, "kind": "inventory"}
     assert not (tmp_path / "out.yaml").exists()
 
@@ -164,7 +164,7 @@ def test_a_clean_pack_converts_to_exactly_this_text(tmp_path: Path) -> None:
     status, stdout, stderr = run_import(tmp_path, clean, kind="inventory", output="")
     assert status == ExitStatus.SUCCESS
     assert stdout == (
-        "# Imported from an osquery pack by `fleetkit packs import` "
+        "# Imported from an osquery pack by `invoke packs.import` "
         "(kind inventory: rows are recorded, never judged).\n"
         "# The import report listed everything that was renamed, dropped or skipped.\n"
         "pack: incident-response\n"
