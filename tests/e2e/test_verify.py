@@ -19,8 +19,6 @@ import pytest
 import requests
 
 from fleetkit.foundation.environment import Environment
-from fleetkit.foundation.render import Renderer
-from fleetkit.hostfacts.roles import RoleContext
 from fleetkit.hostfacts.roles.bacalhau import bacalhau_service
 from fleetkit.hostfacts.roles.osquery import osqueryd_service
 from fleetkit.hostfacts.services import ServiceSpec, StartStopDaemon
@@ -43,9 +41,8 @@ def lab_runtime(lab: Lab) -> Runtime:
 
 def service_specs(lab: Lab) -> tuple[ServiceSpec, ServiceSpec]:
     """(bacalhau, osqueryd) exactly as provisioning runs them."""
-    rt = lab_runtime(lab)
-    context = RoleContext(rt.settings, rt.inventory, Renderer(rt.settings.templates_dir))
-    return bacalhau_service(context), osqueryd_service(context)
+    settings = lab_runtime(lab).settings
+    return bacalhau_service(settings), osqueryd_service(settings)
 
 
 def stop_service(host: LabHost, spec: ServiceSpec) -> None:
