@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from fleetkit.commands.provision import ProvisionReport, apply
+from fleetkit.commands.verify import verify
 from fleetkit.foundation.environment import Environment
 from fleetkit.runtime import Runtime
 from lab.fleet import Lab
@@ -130,8 +131,8 @@ def test_second_run_changes_nothing(provisioned_lab: Lab) -> None:
     assert_clean(result, provisioned_lab)
 
 
-def test_round_trips_first_run_rerun_and_check(lab_factory: object) -> None:
-    """Issue 13's targets per host: first run <= 6 SSH commands, rerun <= 2;
+def test_round_trips_first_run_rerun_check_and_verify(lab_factory: object) -> None:
+    """Issue 13's targets per host: first run <= 6 SSH commands, rerun <= 2, verify 1;
     check mode reads (one probe) and touches nothing."""
     lab: Lab = lab_factory(compute=1)  # type: ignore[operator]
     first = provision_report(lab)
@@ -148,6 +149,14 @@ def test_round_trips_first_run_rerun_and_check(lab_factory: object) -> None:
     assert check.results["node-1"].changed == 2  # the file, and the restart it would need
     assert check.round_trips == {"orch-1": 1, "node-1": 1}
     assert node.read_file("/etc/osquery/osquery.flags") == flags + "--verbose\n"
+    rt = Runtime(
+        env=Environment(
+            stdout=io.StringIO(), stderr=io.StringIO(), environ=lab.environ(), cwd=str(lab.workdir)
+        )
+    )
+    rt.load()
+    readiness = verify(rt, list(rt.inventory.hosts))
+    assert readiness.round_trips == {"orch-1": 1, "node-1": 1}
 
 
 def test_check_shows_the_diff_of_a_drifted_host_and_changes_nothing(provisioned_lab: Lab) -> None:
