@@ -90,6 +90,16 @@ class FactView:
         return all(f in self._values for f in facts)
 
 
+def present_if(test: str) -> str:
+    """A command printing ``present`` when the shell ``test`` holds, else ``absent``."""
+    return f"if {test}; then echo present; else echo absent; fi"
+
+
+def is_present(raw: Raw) -> bool:
+    """What a :func:`present_if` command printed (anything else counts as absent)."""
+    return raw.ok and raw.stdout.strip() == b"present"
+
+
 def unique(facts: Iterable[Fact[Any]]) -> list[Fact[Any]]:
     """Facts in first-asked order, each once."""
     return list(dict.fromkeys(facts))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from fleetkit.hostfacts.facts.base import Fact, Raw
+from fleetkit.hostfacts.facts.base import Fact, Raw, is_present, present_if
 
 #: Bytes of a file fleetkit reads back from a host (its own files are a few KB;
 #: a bigger one is reported as such, never read whole).
@@ -95,10 +95,10 @@ class PathExists(Fact[bool]):
     path: str
 
     def command(self) -> str:
-        return f"if [ -e {shlex.quote(self.path)} ]; then echo present; else echo absent; fi"
+        return present_if(f"[ -e {shlex.quote(self.path)} ]")
 
     def parse(self, raw: Raw) -> bool:
-        return raw.ok and raw.stdout.strip() == b"present"
+        return is_present(raw)
 
 
 @dataclass(frozen=True)

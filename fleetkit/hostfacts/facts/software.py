@@ -7,7 +7,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from fleetkit.hostfacts.facts.base import Fact, Raw
+from fleetkit.hostfacts.facts.base import Fact, Raw, is_present, present_if
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -81,13 +81,10 @@ class CommandExists(Fact[bool]):
     name: str
 
     def command(self) -> str:
-        return (
-            f"if command -v {shlex.quote(self.name)} >/dev/null 2>&1; then echo present; "
-            "else echo absent; fi"
-        )
+        return present_if(f"command -v {shlex.quote(self.name)} >/dev/null 2>&1")
 
     def parse(self, raw: Raw) -> bool:
-        return raw.ok and raw.stdout.strip() == b"present"
+        return is_present(raw)
 
 
 @dataclass(frozen=True)
