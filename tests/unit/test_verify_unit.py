@@ -594,6 +594,21 @@ def test_docker_required_by_settings_is_checked(rt: Runtime, expected: Expected)
     assert "docker version --format" in probe_script(need, role="compute", api_port=1)
 
 
+def test_bad_hosts_option_is_exit_2_before_any_contact(workdir: Path) -> None:
+    """Moved from the lab: an unknown --hosts name is bad input, nothing is contacted."""
+    from fleetkit.cli import run_command
+    from fleetkit.commands import verify as verify_command
+    from tests.unit.test_settings import NoContact
+
+    rt = make_runtime(workdir)
+    rt.__dict__["connector"] = NoContact()  # cached_property: this instance wins
+    status = run_command(lambda r: verify_command.run(r, hosts="nosuch", as_json=False), rt)
+    stderr = rt.env.stderr.getvalue()  # type: ignore[attr-defined]
+    assert status == ExitStatus.BAD_INPUT
+    assert "unknown host or group 'nosuch'" in stderr
+    assert "Traceback" not in stderr
+
+
 # --------------------------------------------------------------------------- hostile nodes
 
 
