@@ -32,10 +32,10 @@ import yaml
 from fleetkit.clients.bacalhau import BacalhauClient, OrchestratorError
 from fleetkit.clients.ssh import fetch_host_key, fingerprint, known_hosts_name
 from fleetkit.commands import provision, verify
-from fleetkit.commands.nodes import find_node
 from fleetkit.foundation.atomic import atomic_output
 from fleetkit.foundation.inventory import COMPUTE, ONBOARDED_DIR, Host, load_inventory
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
+from fleetkit.hostfacts.identity import find_node
 from fleetkit.hostfacts.recap import format_recap
 from fleetkit.runtime import Runtime
 
