@@ -96,6 +96,12 @@ def number(value: int) -> str:
     return f"{value:,}"
 
 
+def noun(value: int, singular: str, plural: str | None = None, *, count: bool = False) -> str:
+    """``host``/``hosts`` by ``value`` (with the number first when ``count``)."""
+    word = singular if value == 1 else (plural or singular + "s")
+    return f"{value:,} {word}" if count else word
+
+
 def clip(text: str, limit: int = CELL_LIMIT) -> str:
     """``text`` cut to ``limit`` characters with a note of how much was cut."""
     if len(text) <= limit:
@@ -262,6 +268,7 @@ def _environment() -> jinja2.Environment:
     env.filters["oneline"] = oneline
     env.filters["breakable"] = breakable
     env.filters["number"] = number
+    env.filters["noun"] = noun
     return env
 
 
