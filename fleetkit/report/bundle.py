@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from fleetkit.foundation.atomic import atomic_output
 from fleetkit.foundation.status import ConfigError, UsageError
 from fleetkit.foundation.terminal import terminal_safe
-from fleetkit.report.html import render_html
+from fleetkit.report.html import render_html, unwritable
 from fleetkit.report.model import FleetReport
 
 FORMAT = "fleetkit-evidence/1"
@@ -103,7 +103,10 @@ class BundleWritten:
 
 
 def write_bundle(path: str | Path, model: FleetReport, runs: Sequence[BundleRun]) -> BundleWritten:
-    """Write the bundle atomically: it appears whole at ``path`` or not at all.
+    """Write the bundle atomically: it appears whole at ``path`` or not at all (mode 0600).
+
+    Bad runs and an unwritable path are bad input (exit 2), checked or failing
+    before anything appears at ``path``.
 
     The archive is reproducible: members in a fixed order, owned by 0:0,
     mode 0644, dated ``model.generated_at``.
@@ -115,13 +118,16 @@ def write_bundle(path: str | Path, model: FleetReport, runs: Sequence[BundleRun]
     manifest = _manifest_bytes(model, runs, files)
     mtime = int(model.generated_at.timestamp())
     target = Path(path)
-    with (
-        atomic_output(target) as handle,
-        gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=mtime) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        for name, data in [(MANIFEST, manifest), *files.items()]:
-            tar.addfile(_member(name, len(data), mtime), io.BytesIO(data))
+    try:
+        with (
+            atomic_output(target) as handle,
+            gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=mtime) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for name, data in [(MANIFEST, manifest), *files.items()]:
+                tar.addfile(_member(name, len(data), mtime), io.BytesIO(data))
+    except OSError as exc:
+        raise unwritable(target, exc) from None
     return BundleWritten(target, (MANIFEST, *files), hashlib.sha256(manifest).hexdigest())
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from fleetkit.foundation.atomic import atomic_write
+from fleetkit.foundation.status import ConfigError
 from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.report.model import (
     Coverage,
@@ -295,3 +297,22 @@ def render_html(model: FleetReport) -> str:
         lazy_rows=LAZY_ROWS,
         status_class=STATUS_CLASS,
     )
+
+
+def write_report(path: str | Path, model: FleetReport) -> int:
+    """Write the report atomically (0644: a page to share); returns its size in bytes.
+
+    A path that cannot be written is bad input naming the file (exit 2), and
+    leaves no partial file behind.
+    """
+    data = render_html(model).encode("utf-8")
+    try:
+        atomic_write(path, data, mode=0o644)
+    except OSError as exc:
+        raise unwritable(path, exc) from None
+    return len(data)
+
+
+def unwritable(path: str | Path, exc: OSError) -> ConfigError:
+    """The error for an output file that cannot be written."""
+    return ConfigError(f"cannot write: {exc.strerror or exc}", file=str(path))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit.foundation.status import ExitStatus, UsageError, exit_status_for
+from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError, exit_status_for
 from fleetkit.report.bundle import (
     FORMAT,
     BundleError,
@@ -148,12 +148,19 @@ def test_a_run_given_twice_is_refused(tmp_path: Path) -> None:
         write_bundle(tmp_path / "e.tar.gz", lab_sample(), [runs()[0], runs()[0]])
 
 
-def test_an_unwritable_path_leaves_no_partial_file(tmp_path: Path) -> None:
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("x")
-    with pytest.raises(OSError):
-        write_bundle(blocker / "evidence.tar.gz", lab_sample(), runs())
-    assert sorted(os.listdir(tmp_path)) == ["not-a-dir"]
+@pytest.mark.parametrize("where", ["not-a-dir/evidence.tar.gz", "a-dir"])
+def test_an_unwritable_path_is_bad_input_and_leaves_no_partial_file(
+    tmp_path: Path, where: str
+) -> None:
+    (tmp_path / "not-a-dir").write_text("x")
+    (tmp_path / "a-dir").mkdir()
+    target = tmp_path / where
+    with pytest.raises(ConfigError, match="cannot write") as error:
+        write_bundle(target, lab_sample(), runs())
+    assert exit_status_for(error.value) is ExitStatus.BAD_INPUT
+    assert str(target) in str(error.value)
+    assert sorted(os.listdir(tmp_path)) == ["a-dir", "not-a-dir"]
+    assert os.listdir(tmp_path / "a-dir") == []
 
 
 # --------------------------------------------------------------------------- checking

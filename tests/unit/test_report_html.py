@@ -8,15 +8,18 @@ import html
 import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
+from fleetkit.foundation.status import ConfigError, ExitStatus, exit_status_for
 from fleetkit.report.html import (
     coverage_segments,
     is_flat,
     render_html,
     sparkline_path,
     visible,
+    write_report,
 )
 from fleetkit.report.model import (
     Coverage,
@@ -110,6 +113,24 @@ def test_the_page_loads_nothing_and_links_only_inside_itself() -> None:
         if "href" in attrs:
             assert (attrs["href"] or "").startswith("#"), attrs
     assert "http://" not in page and "https://" not in page and "@import" not in page
+
+
+def test_write_report_writes_the_page_whole(tmp_path: Path) -> None:
+    target = tmp_path / "report.html"
+    size = write_report(target, lab_sample())
+    assert target.read_bytes() == render_html(lab_sample()).encode()
+    assert size == target.stat().st_size
+    assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+def test_an_unwritable_report_path_is_bad_input_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" / "report.html"
+    with pytest.raises(ConfigError, match="cannot write") as error:
+        write_report(target, lab_sample())
+    assert exit_status_for(error.value) is ExitStatus.BAD_INPUT
+    assert str(target) in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_the_same_model_renders_the_same_page() -> None:
