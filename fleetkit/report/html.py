@@ -14,8 +14,11 @@ Why it is built this way:
   nothing.
 - The tables are rendered on the server side, so the page reads fine with
   JavaScript off; the small script only adds sorting and filtering.
-- A 1,000-host fleet has 20,000 policy cells: each cell's trend is one SVG
-  path of steps (only the status changes cost bytes), coloured by CSS.
+- A 1,000-host fleet has 20,000 policy cells. A trend that never changed is
+  a CSS line (no SVG); one that did is one SVG path of steps (only the
+  changes cost bytes), coloured by CSS. Tables of more than ``LAZY_ROWS``
+  rows are grids whose rows off screen are not laid out
+  (``content-visibility: auto``): the page paints in about a second.
 """
 
 from __future__ import annotations
@@ -295,19 +298,18 @@ def render_html(model: FleetReport) -> str:
         segments=coverage_segments,
         hit_limit=HIT_LIMIT,
         lazy_rows=LAZY_ROWS,
-        status_class=STATUS_CLASS,
     )
 
 
 def write_report(path: str | Path, model: FleetReport) -> int:
-    """Write the report atomically (0644: a page to share); returns its size in bytes.
+    """Write the report atomically (a new file is 0600: it holds query rows); returns its size.
 
     A path that cannot be written is bad input naming the file (exit 2), and
     leaves no partial file behind.
     """
     data = render_html(model).encode("utf-8")
     try:
-        atomic_write(path, data, mode=0o644)
+        atomic_write(path, data)
     except OSError as exc:
         raise unwritable(path, exc) from None
     return len(data)

@@ -120,7 +120,7 @@ def test_write_report_writes_the_page_whole(tmp_path: Path) -> None:
     size = write_report(target, lab_sample())
     assert target.read_bytes() == render_html(lab_sample()).encode()
     assert size == target.stat().st_size
-    assert oct(target.stat().st_mode & 0o777) == "0o644"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
 
 
 def test_an_unwritable_report_path_is_bad_input_naming_the_file(tmp_path: Path) -> None:
