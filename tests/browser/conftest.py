@@ -69,6 +69,7 @@ def open_report(browser: Any, tmp_path: Path) -> Iterator[OpenPage]:
         context = browser.new_context(
             viewport={"width": 1280, "height": 900}, java_script_enabled=javascript
         )
+        context.set_default_timeout(120_000)  # a loaded 2-core machine is slow, not broken
         contexts.append(context)
         opened = Opened(context.new_page())
         opened.page.on("console", lambda message: opened.console.append(message.text))
