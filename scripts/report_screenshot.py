@@ -32,6 +32,7 @@ def screenshot(report: Path, output: Path, *, width: int, max_height: int) -> tu
     """Write a PNG of ``report`` (the whole page, cut at ``max_height``); returns its size."""
     with launch() as browser:
         page = browser.new_page(viewport={"width": width, "height": 900}, device_scale_factor=1)
+        page.set_default_timeout(120_000)
         page.goto(report.as_uri(), wait_until="load")
         # A viewport as tall as the page, so rows laid out lazily are on screen too.
         height = min(int(page.evaluate("document.documentElement.scrollHeight")), max_height)
