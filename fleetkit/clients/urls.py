@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from fleetkit.foundation.inventory import Inventory
+from fleetkit.foundation.settings import Settings
+from fleetkit.foundation.status import ConfigError
+
 
 def host_for_url(address: str) -> str:
     """``address`` as the host part of a URL: IPv6 literals in brackets."""
@@ -32,3 +36,23 @@ def without_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def orchestrator_url(settings: Settings, inventory: Inventory) -> str:
+    """The orchestrator API as seen from the admin machine.
+
+    ``bacalhau.orchestrator_url`` (or ``FLEETKIT_ORCHESTRATOR_URL``, applied by
+    the settings loader) when set, else ``http://<control plane address>:<its
+    API port>``.
+    """
+    if settings.bacalhau.orchestrator_url:
+        return settings.bacalhau.orchestrator_url
+    host = inventory.control_plane
+    if host is None:
+        raise ConfigError(
+            "no orchestrator: set bacalhau.orchestrator_url or put one host in the "
+            "control_plane group",
+            file=settings.path,
+            key="bacalhau.orchestrator_url",
+        )
+    return http_url(host.address, host.bacalhau_api_port or settings.bacalhau.api_port)

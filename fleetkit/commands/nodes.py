@@ -19,39 +19,27 @@ cluster is exactly the inventory's compute fleet and every node can take a
 query". ``--approve`` approves PENDING nodes that are in the inventory and
 never one that is not.
 
-Matching rule (:func:`find_node`): provisioning sets ``NameProvider:
-hostname``, so a node ID is the host's hostname; fleetkit expects inventory
-names to be those hostnames (an FQDN node ID also matches its short name).
+Matching rule: :func:`fleetkit.clients.bacalhau.find_node` (a node ID is the
+host's hostname; an FQDN node ID also matches its short name).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from fleetkit.clients.bacalhau import BacalhauClient, NodeState, OrchestratorError
+
+# ``as find_node``: re-exported only while verify still imports it from here
+# (commands must not import each other); the one find_node lives in clients.
+from fleetkit.clients.bacalhau import find_node as find_node
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.output import emit_report
 from fleetkit.foundation.status import ExitStatus
 from fleetkit.runtime import Runtime
-
-
-def find_node(nodes: Iterable[NodeState], *names: str | None) -> NodeState | None:
-    """The node whose ID is one of ``names`` (in order), or whose FQDN starts with it."""
-    node_list = list(nodes)
-    for name in names:
-        if not name:
-            continue
-        for node in node_list:
-            if node.node_id == name:
-                return node
-        for node in node_list:
-            if node.node_id.split(".", 1)[0] == name.split(".", 1)[0]:
-                return node
-    return None
 
 
 class Standing(StrEnum):
@@ -327,7 +315,7 @@ def summary_line(view: Reconciliation) -> str:
 def run(rt: Runtime, *, as_json: bool, approve: bool) -> ExitStatus:
     """``invoke nodes [--json] [--approve]``."""
     rt.load()
-    client = BacalhauClient.from_runtime(rt)
+    client = rt.orchestrator
     hosts = list(rt.inventory.hosts)
     view = reconcile(hosts, client.nodes(), orchestrator_url=client.display_url)
     if approve:

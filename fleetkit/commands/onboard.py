@@ -29,10 +29,9 @@ from pathlib import Path
 import paramiko
 import yaml
 
-from fleetkit.clients.bacalhau import BacalhauClient, OrchestratorError
+from fleetkit.clients.bacalhau import OrchestratorError, find_node
 from fleetkit.clients.ssh import fetch_host_key, fingerprint, known_hosts_name
 from fleetkit.commands import provision, verify
-from fleetkit.commands.nodes import find_node
 from fleetkit.foundation.atomic import atomic_output
 from fleetkit.foundation.inventory import COMPUTE, ONBOARDED_DIR, Host, load_inventory
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
@@ -220,7 +219,7 @@ def write_host_file(rt: Runtime, request: OnboardRequest) -> Path:
 
 def wait_for_node(rt: Runtime, host: Host) -> str:
     """Wait (bounded) until the orchestrator lists the node CONNECTED; a line for the user."""
-    client = BacalhauClient.from_runtime(rt)
+    client = rt.orchestrator
     deadline = rt.env.clock() + JOIN_TIMEOUT
     state = "not listed yet"
     while True:
