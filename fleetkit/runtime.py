@@ -13,7 +13,8 @@ from functools import cached_property
 
 import requests
 
-from fleetkit.clients.bacalhau import BacalhauClient, orchestrator_client
+from fleetkit.clients.bacalhau import ORCHESTRATOR_LIMITS, BacalhauClient, orchestrator_client
+from fleetkit.clients.http import Limits
 from fleetkit.clients.ssh import Connector, KnownHosts
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.inventory import Inventory, load_inventory
@@ -28,6 +29,8 @@ class Runtime:
     #: Makes the HTTP sessions of this run: the orchestrator client's and
     #: package downloads' (tests inject sessions with their own adapters).
     http_session_factory: Callable[[], requests.Session] = requests.Session
+    #: Per-request limits of the orchestrator client (tests shorten the deadline).
+    orchestrator_limits: Limits = field(default_factory=lambda: ORCHESTRATOR_LIMITS)
 
     @cached_property
     def settings(self) -> Settings:
@@ -62,6 +65,7 @@ class Runtime:
             self.env.environ,
             session=self.http_session_factory(),
             sleep=self.env.sleep,
+            limits=self.orchestrator_limits,
         )
 
     def reload_inventory(self) -> Inventory:

@@ -666,7 +666,7 @@ def test_orchestrator_sends_the_api_key_secret(tmp_path: Path, server: ScriptedS
 def test_username_without_password_is_bad_input(tmp_path: Path) -> None:
     write_setup(tmp_path, {"api_username": "ops"})
     with pytest.raises(ConfigError, match="api_username is set but no password") as caught:
-        runtime_for(tmp_path, {}).orchestrator
+        _ = runtime_for(tmp_path, {}).orchestrator
     assert exit_status_for(caught.value) == ExitStatus.BAD_INPUT
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fleetkit.clients.bacalhau.client import (
     API,
     ORCHESTRATOR,
+    ORCHESTRATOR_LIMITS,
     BacalhauClient,
     OrchestratorError,
     OrchestratorUnavailable,
@@ -34,6 +35,7 @@ from fleetkit.clients.bacalhau.models import (
 __all__ = [
     "API",
     "ORCHESTRATOR",
+    "ORCHESTRATOR_LIMITS",
     "TERMINAL",
     "TERMINAL_JOB_STATES",
     "AgentVersion",

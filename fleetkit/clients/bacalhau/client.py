@@ -60,11 +60,10 @@ ORCHESTRATOR = f"{API}/orchestrator"
 #: Bound on NextToken pages, so a server that keeps answering the same token
 #: cannot keep the client looping forever.
 _MAX_PAGES = 1000
-#: Largest answer read from the orchestrator (a listing of thousands of nodes
-#: or executions fits with room to spare).
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-#: Seconds one request may take in all (connect, retries, headers, body).
-REQUEST_DEADLINE = 60.0
+#: Per request: 10 s to connect and for each read; 60 s in all (connect,
+#: retries, headers, body); at most 64 MiB read (a listing of thousands of
+#: nodes or executions fits with room to spare).
+ORCHESTRATOR_LIMITS = Limits(timeout=10.0, deadline=60.0, max_bytes=64 * 1024 * 1024)
 #: Deepest JSON accepted; Bacalhau's own shapes stay under a dozen levels.
 MAX_JSON_DEPTH = 64
 
@@ -101,12 +100,12 @@ class BacalhauClient:
         api_key: str | None = None,
         username: str | None = None,
         password: str | None = None,
-        timeout: float = 10.0,
+        timeout: float = ORCHESTRATOR_LIMITS.timeout,
         retries: int = 3,
         backoff: float = 0.2,
         sleep: Callable[[float], None] = time.sleep,
-        deadline: float = REQUEST_DEADLINE,
-        max_bytes: int = MAX_RESPONSE_BYTES,
+        deadline: float = ORCHESTRATOR_LIMITS.deadline,
+        max_bytes: int = ORCHESTRATOR_LIMITS.max_bytes,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         #: What messages show: never credentials embedded in the URL.
@@ -382,6 +381,7 @@ def orchestrator_client(
     *,
     session: requests.Session | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    limits: Limits = ORCHESTRATOR_LIMITS,
 ) -> BacalhauClient:
     """The client for the configured orchestrator, credentials resolved.
 
@@ -416,6 +416,9 @@ def orchestrator_client(
         username=username,
         password=password,
         sleep=sleep,
+        timeout=limits.timeout,
+        deadline=limits.deadline,
+        max_bytes=limits.max_bytes,
     )
 
 

@@ -90,17 +90,7 @@ class BoundedHttp:
         limits = self.limits
         with Budget(limits.deadline, retry=retry, sleep=self._sleep) as budget:
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    params=dict(params or {}),
-                    json=json_body,
-                    headers={"Accept-Encoding": "identity", **dict(headers or {})},
-                    auth=auth,
-                    timeout=(limits.timeout, limits.timeout),
-                    allow_redirects=False,
-                    stream=True,
-                )
+                response = self._send(method, url, params, json_body, headers, auth)
                 try:
                     return self._answer(response, budget, sink)
                 finally:
@@ -110,6 +100,44 @@ class BoundedHttp:
             except Exception as exc:
                 tries = max(1, budget.attempts)
                 raise classify(exc, expired=budget.expired, attempts=tries, limits=limits) from None
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        json_body: Any,
+        headers: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+    ) -> requests.Response:
+        """The request through the adapter itself, never ``Session.send``.
+
+        ``Session.send`` looks at every 3xx even with redirects off: it reads
+        the whole body into memory ("consume socket so it can be released")
+        and decodes the Location header, so a hostile redirect could cost
+        unbounded memory or a UnicodeDecodeError.
+        """
+        session = self.session
+        prepared = session.prepare_request(
+            requests.Request(
+                method,
+                url,
+                params=dict(params or {}),
+                json=json_body,
+                headers={"Accept-Encoding": "identity", **dict(headers or {})},
+                auth=auth,
+            )
+        )
+        settings = session.merge_environment_settings(prepared.url, {}, True, None, None)
+        timeout = self.limits.timeout
+        return session.get_adapter(prepared.url or url).send(
+            prepared,
+            stream=True,
+            timeout=(timeout, timeout),
+            verify=settings["verify"] if settings["verify"] is not None else True,
+            cert=settings["cert"],
+            proxies=settings["proxies"],
+        )
 
     def _answer(self, response: requests.Response, budget: Budget, sink: IO[bytes] | None) -> Reply:
         status = response.status_code
