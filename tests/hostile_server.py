@@ -10,6 +10,7 @@ at teardown, so a test that fails never leaves a thread trickling.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -129,18 +130,26 @@ def _handler(server: HostileServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def hostile() -> Iterator[HostileServer]:
-    scripted = HostileServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(scripted))
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], release: threading.Event) -> Iterator[str]:
+    """Serve ``handler`` on a free local port in a thread; its base URL. ``release`` is set
+    at the end so hanging handlers return, then the server is shut down."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    scripted.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
-        yield scripted
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
-        scripted.release.set()
+        release.set()
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileServer]:
+    scripted = HostileServer()
+    with serving(_handler(scripted), scripted.release) as url:
+        scripted.url = url
+        yield scripted

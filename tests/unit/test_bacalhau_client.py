@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -31,6 +31,7 @@ from fleetkit.clients.bacalhau import (
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.status import ConfigError, ExitStatus, exit_status_for
 from fleetkit.runtime import Runtime
+from tests.hostile_server import serving
 
 # ---------------------------------------------------------------- scripted server
 
@@ -120,18 +121,9 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     scripted = ScriptedServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(scripted))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    scripted.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with serving(_handler(scripted), scripted.release) as url:
+        scripted.url = url
         yield scripted
-    finally:
-        scripted.release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 class Sleeps(list[float]):
