@@ -61,7 +61,7 @@ class Runtime:
         """
         return orchestrator_client(
             self.settings,
-            self.inventory,
+            lambda: self.inventory,
             self.env.environ,
             session=self.http_session_factory(),
             sleep=self.env.sleep,

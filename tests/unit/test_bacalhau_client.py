@@ -676,3 +676,14 @@ def test_orchestrator_honours_orchestrator_url_and_bacalhau_env(
     client.version()
     expected = base64.b64encode(b"ops:env-password-123").decode()
     assert server.seen[0].headers["authorization"] == f"Basic {expected}"
+
+
+def test_settings_naming_the_orchestrator_need_no_inventory(
+    tmp_path: Path, server: ScriptedServer
+) -> None:
+    write_setup(tmp_path, {"orchestrator_url": server.url})
+    (tmp_path / "inventory" / "fleet.yaml").unlink()
+    (tmp_path / "inventory" / "known_hosts").unlink()
+    (tmp_path / "inventory").rmdir()
+    server.on("GET", "/api/v1/agent/version", Reply(body={"Major": "1", "Minor": "9"}))
+    assert runtime_for(tmp_path, {}).orchestrator.version().minor == 9

@@ -376,7 +376,7 @@ class BacalhauClient:
 
 def orchestrator_client(
     settings: Settings,
-    inventory: Inventory,
+    inventory: Callable[[], Inventory],
     environ: Mapping[str, str],
     *,
     session: requests.Session | None = None,
@@ -385,7 +385,8 @@ def orchestrator_client(
 ) -> BacalhauClient:
     """The client for the configured orchestrator, credentials resolved.
 
-    URL: :func:`fleetkit.clients.urls.orchestrator_url`. Credentials: the
+    URL: :func:`fleetkit.clients.urls.orchestrator_url` (``inventory`` is read
+    only when the settings do not name the orchestrator). Credentials: the
     settings' secrets, else ``BACALHAU_API_KEY`` / ``BACALHAU_API_USERNAME`` +
     ``BACALHAU_API_PASSWORD`` in ``environ`` (the variables the bacalhau CLI reads).
     """
