@@ -28,7 +28,6 @@ verification failed (re-run to resume), 0 when the host is ready.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from fleetkit.clients.ssh import (
     known_hosts_name,
 )
 from fleetkit.commands import provision, verify
-from fleetkit.foundation.atomic import atomic_output
+from fleetkit.foundation.atomic import atomic_write
 from fleetkit.foundation.inventory import COMPUTE, ONBOARDED_DIR, Host, load_inventory
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from fleetkit.foundation.table import cell
@@ -271,9 +270,8 @@ def pin_key(rt: Runtime, request: OnboardRequest, offered: OfferedKey) -> None:
 def write_host_file(rt: Runtime, request: OnboardRequest) -> Path:
     target = onboarded_file(rt, request.name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(str(target)) as handle:
-        handle.write(request.file_text(datetime.now(UTC)).encode())
-    os.chmod(target, 0o644)
+    # World-readable like the rest of the inventory; the mode is set before the rename.
+    atomic_write(target, request.file_text(datetime.now(UTC)).encode(), mode=0o644)
     return target
 
 
