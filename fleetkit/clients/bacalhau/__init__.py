@@ -1,18 +1,11 @@
 """The Bacalhau v1.9 REST client: models (what the API answers), client (the
-bounded calls and their wiring from settings) and jobs (the ops jobs fleetkit
-submits)."""
+bounded calls), errors, wiring (the client from settings) and jobs (the ops
+jobs fleetkit submits)."""
 
 from __future__ import annotations
 
-from fleetkit.clients.bacalhau.client import (
-    API,
-    ORCHESTRATOR,
-    ORCHESTRATOR_LIMITS,
-    BacalhauClient,
-    OrchestratorError,
-    OrchestratorUnavailable,
-    orchestrator_client,
-)
+from fleetkit.clients.bacalhau.client import API, ORCHESTRATOR, ORCHESTRATOR_LIMITS, BacalhauClient
+from fleetkit.clients.bacalhau.errors import OrchestratorError, OrchestratorUnavailable
 from fleetkit.clients.bacalhau.jobs import (
     TaskCommand,
     build_ops_job,
@@ -31,6 +24,7 @@ from fleetkit.clients.bacalhau.models import (
     Submitted,
     find_node,
 )
+from fleetkit.clients.bacalhau.wiring import orchestrator_client
 
 __all__ = [
     "API",

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import requests
 
+from fleetkit.clients.bacalhau.errors import OrchestratorError, OrchestratorUnavailable
 from fleetkit.clients.bacalhau.models import (
     AgentVersion,
     Execution,
@@ -45,11 +46,7 @@ from fleetkit.clients.http import (
     parse_json,
     quoted,
 )
-from fleetkit.clients.urls import orchestrator_url, without_userinfo
-from fleetkit.foundation.inventory import Inventory
-from fleetkit.foundation.secrets import redact, remember_secret
-from fleetkit.foundation.settings import Settings
-from fleetkit.foundation.status import ConfigError, FleetkitError
+from fleetkit.clients.urls import without_userinfo
 
 if TYPE_CHECKING:
     from fleetkit.runtime import Runtime
@@ -66,27 +63,6 @@ _MAX_PAGES = 1000
 ORCHESTRATOR_LIMITS = Limits(timeout=10.0, deadline=60.0, max_bytes=64 * 1024 * 1024)
 #: Deepest JSON accepted; Bacalhau's own shapes stay under a dozen levels.
 MAX_JSON_DEPTH = 64
-
-
-class OrchestratorError(FleetkitError):
-    """The orchestrator refused or failed a request; ``str()`` says what, where and why."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        hint: str | None = None,
-    ) -> None:
-        self.status = status
-        self.code = code
-        self.hint = hint
-        super().__init__(redact(message))
-
-
-class OrchestratorUnavailable(OrchestratorError):
-    """No complete answer: connection refused, unknown host name, a timeout or the deadline."""
 
 
 class BacalhauClient:
@@ -369,58 +345,6 @@ class BacalhauClient:
             seen.add(token)
             query["next_token"] = token
         return items
-
-
-# --------------------------------------------------------------------------- wiring
-
-
-def orchestrator_client(
-    settings: Settings,
-    inventory: Callable[[], Inventory],
-    environ: Mapping[str, str],
-    *,
-    session: requests.Session | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    limits: Limits = ORCHESTRATOR_LIMITS,
-) -> BacalhauClient:
-    """The client for the configured orchestrator, credentials resolved.
-
-    URL: :func:`fleetkit.clients.urls.orchestrator_url` (``inventory`` is read
-    only when the settings do not name the orchestrator). Credentials: the
-    settings' secrets, else ``BACALHAU_API_KEY`` / ``BACALHAU_API_USERNAME`` +
-    ``BACALHAU_API_PASSWORD`` in ``environ`` (the variables the bacalhau CLI reads).
-    """
-    bacalhau = settings.bacalhau
-    api_key = bacalhau.api_key.reveal() if bacalhau.api_key else None
-    username = bacalhau.api_username
-    password = bacalhau.api_password.reveal() if bacalhau.api_password else None
-    if not api_key and not (username and password):
-        api_key = environ.get("BACALHAU_API_KEY") or None
-        username = username or environ.get("BACALHAU_API_USERNAME") or None
-        password = password or environ.get("BACALHAU_API_PASSWORD") or None
-    if username and not password and not api_key:
-        raise ConfigError(
-            "bacalhau.api_username is set but no password (bacalhau.api_password or "
-            "BACALHAU_API_PASSWORD)",
-            file=settings.path,
-            key="bacalhau.api_password",
-        )
-    for secret in (api_key, password):
-        if secret:
-            # Values taken from the environment are secrets too: keep them
-            # out of every later message.
-            remember_secret(secret)
-    return BacalhauClient(
-        orchestrator_url(settings, inventory),
-        session=session,
-        api_key=api_key,
-        username=username,
-        password=password,
-        sleep=sleep,
-        timeout=limits.timeout,
-        deadline=limits.deadline,
-        max_bytes=limits.max_bytes,
-    )
 
 
 # --------------------------------------------------------------------------- helpers
