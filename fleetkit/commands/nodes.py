@@ -21,6 +21,10 @@ never one that is not.
 
 Matching rule: :func:`fleetkit.clients.bacalhau.find_node` (a node ID is the
 host's hostname; an FQDN node ID also matches its short name).
+
+Node IDs, labels, versions and states are chosen by the nodes (and relayed by
+an orchestrator that may be compromised): the table and every line for a
+person show them escaped and cut; ``--json`` keeps them exact.
 """
 
 from __future__ import annotations
