@@ -19,8 +19,8 @@ cluster is exactly the inventory's compute fleet and every node can take a
 query". ``--approve`` approves PENDING nodes that are in the inventory and
 never one that is not.
 
-Matching rule: :func:`fleetkit.clients.bacalhau.find_node` (a node ID is the
-host's hostname; an FQDN node ID also matches its short name).
+Matching rule: :func:`fleetkit.hostfacts.identity.find_node` (a node ID is
+the host's hostname; an FQDN node ID also matches its short name).
 
 Node IDs, labels, versions and states are chosen by the nodes (and relayed by
 an orchestrator that may be compromised): the table and every line for a
@@ -36,15 +36,12 @@ from enum import StrEnum
 from typing import Any
 
 from fleetkit.clients.bacalhau import BacalhauClient, NodeState, OrchestratorError
-
-# ``as find_node``: re-exported only while verify still imports it from here
-# (commands must not import each other); the one find_node lives in clients.
-from fleetkit.clients.bacalhau import find_node as find_node
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.output import emit_report
 from fleetkit.foundation.status import ExitStatus
 from fleetkit.foundation.table import cell, make_table
 from fleetkit.foundation.terminal import terminal_safe
+from fleetkit.hostfacts.identity import find_node
 from fleetkit.runtime import Runtime
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import paramiko
 import yaml
 
-from fleetkit.clients.bacalhau import OrchestratorError, find_node
+from fleetkit.clients.bacalhau import OrchestratorError
 from fleetkit.clients.ssh import (
     HostKeyError,
     KeyProblem,
@@ -51,6 +51,7 @@ from fleetkit.foundation.atomic import atomic_write
 from fleetkit.foundation.inventory import COMPUTE, ONBOARDED_DIR, Host, load_inventory
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from fleetkit.foundation.table import cell
+from fleetkit.hostfacts.identity import find_node
 from fleetkit.hostfacts.recap import format_recap
 from fleetkit.runtime import Runtime
 

@@ -22,7 +22,6 @@ from fleetkit.clients.bacalhau.models import (
     JobStatus,
     NodeState,
     Submitted,
-    find_node,
 )
 from fleetkit.clients.bacalhau.wiring import orchestrator_client
 
@@ -44,7 +43,6 @@ __all__ = [
     "TaskCommand",
     "build_ops_job",
     "build_osquery_job",
-    "find_node",
     "orchestrator_client",
     "osquery_command",
     "stdout_key",

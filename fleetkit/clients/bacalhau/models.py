@@ -10,7 +10,7 @@ orchestrator and the nodes that report to it are untrusted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -151,29 +151,6 @@ class NodeState:
         if publisher is not None and not _contains(self.publishers, publisher):
             missing.append(f"publisher {publisher}")
         return missing
-
-
-def find_node(nodes: Iterable[NodeState], *names: str | None) -> NodeState | None:
-    """The node whose ID is one of ``names`` (in order), or whose FQDN starts with it.
-
-    The one place that maps an inventory host to a cluster node. Provisioning
-    sets ``NameProvider: hostname``, so a node ID is the host's hostname;
-    fleetkit expects inventory names to be those hostnames (an FQDN node ID
-    also matches its short name). Open question, for a later change: a node ID
-    is chosen by the node itself, so identity by a label provisioning writes
-    would be harder to impersonate.
-    """
-    node_list = list(nodes)
-    for name in names:
-        if not name:
-            continue
-        for node in node_list:
-            if node.node_id == name:
-                return node
-        for node in node_list:
-            if node.node_id.split(".", 1)[0] == name.split(".", 1)[0]:
-                return node
-    return None
 
 
 @dataclass(frozen=True)
