@@ -46,13 +46,15 @@ from fleetkit.clients.ssh import (
     fingerprint,
     known_hosts_name,
 )
-from fleetkit.commands import provision, verify
 from fleetkit.foundation.atomic import atomic_write
 from fleetkit.foundation.inventory import COMPUTE, ONBOARDED_DIR, Host, load_inventory
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from fleetkit.foundation.table import cell
 from fleetkit.hostfacts.identity import find_node
+from fleetkit.hostfacts.provisioning import apply
 from fleetkit.hostfacts.recap import format_recap
+from fleetkit.readiness.engine import verify
+from fleetkit.readiness.render import render_table
 from fleetkit.runtime import Runtime
 
 #: Seconds to wait for a freshly provisioned node to appear CONNECTED.
@@ -322,7 +324,7 @@ def onboard(rt: Runtime, request: OnboardRequest) -> ExitStatus:
     if host is None:  # the loader would have refused the file before
         raise ConfigError("onboarded host missing after reload", key=request.name)
     rt.env.say(f"onboard: provisioning {host.name} as a compute node")
-    result = provision.apply(rt, [host])
+    result = apply(rt, [host])
     rt.env.say(format_recap(result))
     if result.exit_status != ExitStatus.SUCCESS:
         rt.env.say(
@@ -332,8 +334,8 @@ def onboard(rt: Runtime, request: OnboardRequest) -> ExitStatus:
         return ExitStatus.FAILURE
     joined = wait_for_node(rt, host)
     rt.env.say(f"onboard: at the orchestrator {host.name} is {joined}")
-    report = verify.verify(rt, [host])
-    rt.env.stderr.write(verify.render_table(report))
+    report = verify(rt, [host])
+    rt.env.stderr.write(render_table(report))
     rt.env.stderr.flush()
     if report.ready:
         rt.env.say(
