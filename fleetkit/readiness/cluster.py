@@ -31,7 +31,7 @@ class ClusterView:
 
 
 def observe_cluster(client: BacalhauClient) -> ClusterView:
-    url = client.base_url
+    url = client.display_url
     try:
         alive = client.alive()
     except OrchestratorError as exc:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fleetkit.clients.bacalhau import BacalhauClient
 from fleetkit.clients.ssh import Outcome, SSHError, fan_out, fingerprint
 from fleetkit.foundation.inventory import COMPUTE, CONTROL_PLANE, Host
 from fleetkit.hostfacts.facts import FactView, Hostname
@@ -129,7 +128,7 @@ def _hostname(facts: FactView | None) -> str | None:
 def verify(rt: Runtime, hosts: Sequence[Host]) -> VerifyReport:
     """Check ``hosts`` (and the orchestrator); progress on stderr, no report printed."""
     expected = Expected.from_settings(rt.settings)
-    cluster = observe_cluster(BacalhauClient.from_runtime(rt))
+    cluster = observe_cluster(rt.orchestrator)
     probed = [h for h in hosts if h.is_control_plane or h.is_compute]
     done = 0
 

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from fleetkit.ask.results import OutputError, parse_osqueryi_json
-from fleetkit.clients.ssh import HostKeyError, SSHError
+from fleetkit.clients.ssh import HostKeyError, KeyProblem, SSHError
 from fleetkit.clients.urls import nats_url
 from fleetkit.foundation.status import ConfigError, HostError
 from fleetkit.foundation.yamlfile import parse_yaml
@@ -39,7 +39,7 @@ def check_ssh(s: Subject) -> CheckResult:
     message = str(error.detail if isinstance(error, HostError) else error)
     onboard = f"invoke onboard --host {host.name} --address {host.address} --port {host.port}"
     if isinstance(error, HostKeyError):
-        if "CHANGED" in message:
+        if error.problem in (KeyProblem.CHANGED, KeyProblem.OTHER_TYPE):
             fix = (
                 f"confirm {host.name}'s new key out of band (console); if it was reinstalled, "
                 f"delete its line from the project known_hosts and run: {onboard}"

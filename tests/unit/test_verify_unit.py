@@ -21,7 +21,7 @@ import paramiko
 import pytest
 
 from fleetkit.clients.bacalhau import NodeState
-from fleetkit.clients.ssh import HostKeyError, SSHError, fingerprint
+from fleetkit.clients.ssh import HostKeyError, KeyProblem, SSHError, fingerprint
 from fleetkit.commands import nodes as nodes_mod
 from fleetkit.commands import onboard as onboard_mod
 from fleetkit.foundation.environment import Environment
@@ -529,7 +529,10 @@ def test_host_key_errors_point_at_onboarding(rt: Runtime, expected: Expected) ->
         replace(s, ssh_error=HostKeyError("node-1", "host key for x is not pinned"))
     )
     changed = host_checks.check_ssh(
-        replace(s, ssh_error=HostKeyError("node-1", "HOST KEY CHANGED"))
+        replace(
+            s,
+            ssh_error=HostKeyError("node-1", "HOST KEY CHANGED", problem=KeyProblem.CHANGED),
+        )
     )
     assert unknown.fix is not None and "invoke onboard --host node-1" in unknown.fix
     assert changed.fix is not None and "out of band" in changed.fix
@@ -1009,7 +1012,7 @@ def test_host_file_is_one_new_file_the_loader_reads(workdir: Path) -> None:
 class ScriptedOrchestrator:
     """Stands in for BacalhauClient in observe_cluster: answers, or fails, as told."""
 
-    base_url = "http://10.0.0.1:1234"
+    display_url = "http://10.0.0.1:1234"
 
     def __init__(self, *, alive: bool | Exception = True, nodes: Exception | None = None) -> None:
         self._alive = alive

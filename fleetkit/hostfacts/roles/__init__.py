@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from fleetkit.clients.urls import http_url, nats_url
+from fleetkit.clients.urls import nats_url, orchestrator_url
 from fleetkit.foundation.inventory import Host, Inventory
 from fleetkit.foundation.render import Renderer
 from fleetkit.foundation.settings import Settings
@@ -62,10 +62,7 @@ class RoleContext:
 
     @cached_property
     def orchestrator_url(self) -> str:
-        if self.settings.bacalhau.orchestrator_url:
-            return self.settings.bacalhau.orchestrator_url
-        cp = self.control_plane
-        return http_url(cp.address, self.api_port(cp))
+        return orchestrator_url(self.settings, lambda: self.inventory)
 
     @cached_property
     def nats_url(self) -> str:
