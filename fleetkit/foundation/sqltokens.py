@@ -8,6 +8,7 @@ hide a name (NUL, unterminated literals).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,19 +47,13 @@ def fold_identifier(name: str) -> str:
     return fold(name)
 
 
-def _is_word_start(char: str) -> bool:
-    """SQLite: ASCII letters, underscore and every non-ASCII character start a word."""
-    if not char.isascii():
-        return True
-    return char.isalpha() or char == "_"
-
-
-def _is_word_char(char: str) -> bool:
-    return _is_word_start(char) or (char.isascii() and char.isdigit()) or char == "$"
-
-
-def _is_digit(char: str) -> bool:
-    return "0" <= char <= "9"
+#: SQLite: ASCII letters, underscore and every non-ASCII character start a word;
+#: digits and ``$`` may follow.
+_WORD = re.compile("[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*")
+#: A numeric literal (hex, decimal, exponent, ``_`` separators) and any word
+#: characters glued to it, which SQLite swallows into one (bad) token too.
+_NUMBER = re.compile("(?:[0-9]|\\.[0-9])(?:[A-Za-z0-9_$.\x80-\U0010ffff]|(?<=[eE])[+-])*")
+_SPACE = re.compile(r"\s+")
 
 
 def _scan_quoted(sql: str, start: int, closer: str, what: str) -> tuple[str, int]:
@@ -83,18 +78,6 @@ def _scan_quoted(sql: str, start: int, closer: str, what: str) -> tuple[str, int
         return "".join(parts), end + 1
 
 
-def _scan_number(sql: str, index: int) -> int:
-    """End of a numeric literal (hex, decimal, exponent; ``_`` separators) and of any
-    word characters glued to it, which SQLite swallows into one (bad) token too."""
-    end = index + 1
-    length = len(sql)
-    while end < length and (_is_word_char(sql[end]) or sql[end] == "."):
-        if sql[end] in "eE" and end + 1 < length and sql[end + 1] in "+-":
-            end += 1
-        end += 1
-    return end
-
-
 def tokenize(sql: str) -> Iterator[Token]:
     """Split SQL into tokens the way SQLite's lexer does; comments are dropped.
 
@@ -108,7 +91,7 @@ def tokenize(sql: str) -> Iterator[Token]:
     while index < length:
         char = sql[index]
         if char.isspace():
-            index += 1
+            index = _SPACE.match(sql, index).end()  # type: ignore[union-attr]
         elif sql.startswith("--", index):
             newline = sql.find("\n", index)
             index = length if newline < 0 else newline + 1
@@ -124,16 +107,10 @@ def tokenize(sql: str) -> Iterator[Token]:
             text, index_after = _scan_quoted(sql, index + 1, closer, "quoted identifier")
             yield Token(TokenKind.QUOTED_IDENTIFIER, text, index)
             index = index_after
-        elif _is_digit(char) or (char == "." and _is_digit(sql[index + 1 : index + 2])):
-            end = _scan_number(sql, index)
-            yield Token(TokenKind.OTHER, sql[index:end], index)
-            index = end
-        elif _is_word_start(char):
-            end = index + 1
-            while end < length and _is_word_char(sql[end]):
-                end += 1
-            yield Token(TokenKind.IDENTIFIER, sql[index:end], index)
-            index = end
+        elif match := (_NUMBER.match(sql, index) or _WORD.match(sql, index)):
+            kind = TokenKind.OTHER if match.re is _NUMBER else TokenKind.IDENTIFIER
+            yield Token(kind, match.group(), index)
+            index = match.end()
         else:
             yield Token(TokenKind.OTHER, char, index)
             index += 1
