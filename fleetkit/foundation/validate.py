@@ -69,7 +69,7 @@ IMAGE = whole(
 DEBIAN_PACKAGE = whole(r"[a-z0-9][a-z0-9+.-]{1,62}")
 DURATION = whole(r"(?:[0-9]{1,9}(?:ms|s|m|h)){1,4}")
 ENV_NAME = whole(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-S3_BUCKET = whole(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+S3_BUCKET = whole(r"[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?")
 S3_REGION = whole(r"[a-z0-9][a-z0-9-]{0,62}")
 S3_KEY_TEMPLATE = whole(r"[A-Za-z0-9_./{}=-]{1,512}")
 #: What a URL fleetkit passes on may hold: RFC 3986 minus quotes, ``$``, ``;``,
