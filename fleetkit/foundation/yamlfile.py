@@ -41,7 +41,7 @@ HOST_FILE_BYTES = 256 * 1024
 #: Default for :func:`load_yaml` / :func:`parse_yaml` when the caller names none.
 DEFAULT_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64
-MAX_NODES = 200_000
+MAX_NODES = 50_000
 
 
 class _StrictLoader(yaml.SafeLoader):
