@@ -87,6 +87,13 @@ def tokenize(sql: str) -> Iterator[Token]:
     """
     if "\x00" in sql:
         raise UsageError("query contains a NUL character; nothing was submitted")
+    try:
+        sql.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(
+            f"query is not valid text (undecodable byte at character {exc.start}); "
+            "nothing was submitted"
+        ) from None
     index, length = 0, len(sql)
     while index < length:
         char = sql[index]

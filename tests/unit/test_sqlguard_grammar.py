@@ -182,3 +182,12 @@ def test_long_hostile_sql_is_bounded_in_the_message() -> None:
     with pytest.raises(UsageError) as caught:
         refuse_denied_tables(f"SELECT * FROM {name}(1) JOIN curl", DENIED)
     assert len(str(caught.value)) < 400
+
+
+def test_undecodable_text_and_deep_nesting_are_handled_without_a_crash() -> None:
+    with pytest.raises(UsageError, match="not valid text"):
+        refuse_denied_tables("SELECT * FROM cu\udcffrl", DENIED)
+    # SQLite's parser stack overflows here; the fallback still sees the name
+    deep = "SELECT " + "(" * 5000 + "1" + ")" * 5000 + " FROM curl"
+    assert guard_refuses(deep)
+    assert not guard_refuses(deep.replace("curl", "users"))
