@@ -195,3 +195,16 @@ def test_excerpt_is_bounded_and_escaped() -> None:
     assert len(shown) < 100 and "\x1b" not in shown and shown.endswith("characters)")
     assert validate.excerpt({"a": HUGE}).endswith("characters)")
     assert "\x1b" not in validate.excerpt("\x1b[31m", quoted=False)
+
+
+def test_a_secret_file_that_is_a_fifo_or_huge_is_refused_without_hanging(tmp_path: Path) -> None:
+    import os
+
+    setup = make_setup(tmp_path)
+    token = tmp_path / "secrets" / "node_token"
+    token.unlink()
+    os.mkfifo(token)
+    assert_bad_input(provision_cli(setup), "bacalhau.node_token", "not a regular file")
+    token.unlink()
+    token.write_text("x" * 70_000)
+    assert_bad_input(provision_cli(setup), "bacalhau.node_token", "the limit is")
