@@ -114,10 +114,14 @@ def tokenize(sql: str) -> Iterator[Token]:
             text, index_after = _scan_quoted(sql, index + 1, closer, "quoted identifier")
             yield Token(TokenKind.QUOTED_IDENTIFIER, text, index)
             index = index_after
-        elif match := (_NUMBER.match(sql, index) or _WORD.match(sql, index)):
-            kind = TokenKind.OTHER if match.re is _NUMBER else TokenKind.IDENTIFIER
-            yield Token(kind, match.group(), index)
-            index = match.end()
+        elif "0" <= char <= "9" or (char == "." and "0" <= sql[index + 1 : index + 2] <= "9"):
+            end = _NUMBER.match(sql, index).end()  # type: ignore[union-attr]
+            yield Token(TokenKind.OTHER, sql[index:end], index)
+            index = end
+        elif char.isalpha() or char == "_" or not char.isascii():
+            end = _WORD.match(sql, index).end()  # type: ignore[union-attr]
+            yield Token(TokenKind.IDENTIFIER, sql[index:end], index)
+            index = end
         else:
             yield Token(TokenKind.OTHER, char, index)
             index += 1
