@@ -11,14 +11,28 @@ Everything is validated before any host is contacted.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fleetkit.foundation.status import ConfigError
-from fleetkit.foundation.yamlfile import expect_mapping, load_yaml, reject_unknown_keys
+from fleetkit.foundation.validate import (
+    LABEL_KEY,
+    LABEL_VALUE,
+    NAME,
+    USER,
+    excerpt,
+    has_control_characters,
+    matches,
+    valid_address,
+)
+from fleetkit.foundation.yamlfile import (
+    INVENTORY_BYTES,
+    expect_mapping,
+    load_yaml,
+    reject_unknown_keys,
+)
 
 CONTROL_PLANE = "control_plane"
 COMPUTE = "compute"
@@ -27,11 +41,13 @@ ONBOARDED_DIR = "hosts.d"
 DEFAULT_PORT = 22
 DEFAULT_USER = "root"
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
-LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})?(/[A-Za-z0-9_.-]{1,63})?$")
-LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
-_ADDRESS_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]{1,253}$")
+#: Whole-string patterns (``\A...\Z``: safe even through ``.match()``); kept under
+#: these names for the modules that import them.
+NAME_RE = NAME
+LABEL_KEY_RE = LABEL_KEY
+LABEL_VALUE_RE = LABEL_VALUE
+#: An identity file path: local, but still no control characters and bounded.
+MAX_PATH_LENGTH = 4096
 
 #: Keys a host entry may carry; group ``vars`` may carry the same minus ``address``.
 HOST_KEYS = {"address", "port", "user", "labels", "identity_file", "bacalhau_api_port"}
@@ -114,7 +130,7 @@ class Inventory:
             else:
                 known = ", ".join(sorted(self.groups)) or "none"
                 raise ConfigError(
-                    f"unknown host or group {pattern!r} (groups: {known})", key="--hosts"
+                    f"unknown host or group {excerpt(pattern)} (groups: {known})", key="--hosts"
                 )
         return [h for h in self.hosts if h.name in chosen]
 
@@ -168,10 +184,14 @@ def _read_inventory_file(
     group_members: dict[str, list[str]],
 ) -> None:
     file = str(path)
-    data = expect_mapping(load_yaml(path), file=file, key="")
+    data = expect_mapping(load_yaml(path, max_bytes=INVENTORY_BYTES), file=file, key="")
     for group, body in data.items():
-        if not NAME_RE.match(group):
-            raise ConfigError("invalid group name", file=file, key=group)
+        if not matches(NAME, group):
+            raise ConfigError(
+                f"invalid group name {excerpt(group)} (letters, digits, '_', '.', '-'; "
+                "at most 63, starting with a letter or digit)",
+                file=file,
+            )
         body = expect_mapping(body, file=file, key=group)
         reject_unknown_keys(body, GROUP_KEYS, file=file, key=group)
         gvars = expect_mapping(body.get("vars"), file=file, key=f"{group}.vars")
@@ -180,9 +200,14 @@ def _read_inventory_file(
         members = group_members.setdefault(group, [])
         hosts = expect_mapping(body.get("hosts"), file=file, key=f"{group}.hosts")
         for name, entry in hosts.items():
+            if not matches(NAME, name):
+                raise ConfigError(
+                    f"invalid host name {excerpt(name)} (letters, digits, '_', '.', '-'; "
+                    "at most 63, starting with a letter or digit)",
+                    file=file,
+                    key=f"{group}.hosts",
+                )
             key = f"{group}.hosts.{name}"
-            if not NAME_RE.match(name):
-                raise ConfigError("invalid host name", file=file, key=key)
             entry = expect_mapping(entry, file=file, key=key)
             reject_unknown_keys(entry, HOST_KEYS, file=file, key=key)
             draft = drafts.setdefault(name, _Draft(name))
@@ -223,15 +248,30 @@ def _finish_host(draft: _Draft, group_vars: dict[str, list[tuple[dict[str, Any],
         )
     address, file = merged["address"]
     host_key = f"{draft.groups[0]}.hosts.{draft.name}"
-    if not isinstance(address, str) or not _ADDRESS_RE.match(address):
-        raise ConfigError(f"invalid address {address!r}", file=file, key=f"{host_key}.address")
+    if not valid_address(address):
+        raise ConfigError(
+            f"invalid address {excerpt(address)} (an IPv4 or IPv6 address or a DNS name)",
+            file=file,
+            key=f"{host_key}.address",
+        )
     port = _port(merged.get("port", (DEFAULT_PORT, file)), key=f"{host_key}.port")
     user_value, user_file = merged.get("user", (DEFAULT_USER, file))
-    if not isinstance(user_value, str) or not _USER_RE.match(user_value):
-        raise ConfigError(f"invalid user {user_value!r}", file=user_file, key=f"{host_key}.user")
-    identity = merged.get("identity_file", (None, file))[0]
-    if identity is not None and not isinstance(identity, str):
-        raise ConfigError("must be a path", file=file, key=f"{host_key}.identity_file")
+    if not matches(USER, user_value):
+        raise ConfigError(
+            f"invalid user {excerpt(user_value)}", file=user_file, key=f"{host_key}.user"
+        )
+    identity, identity_file = merged.get("identity_file", (None, file))
+    if identity is not None and (
+        not isinstance(identity, str)
+        or not identity
+        or len(identity) > MAX_PATH_LENGTH
+        or has_control_characters(identity)
+    ):
+        raise ConfigError(
+            f"expected a path without control characters, got {excerpt(identity)}",
+            file=identity_file,
+            key=f"{host_key}.identity_file",
+        )
     api_port = None
     if "bacalhau_api_port" in merged:
         api_port = _port(merged["bacalhau_api_port"], key=f"{host_key}.bacalhau_api_port")
@@ -260,7 +300,9 @@ def _first_file(draft: _Draft, group_vars: dict[str, list[tuple[dict[str, Any], 
 def _port(value_file: tuple[Any, str], *, key: str) -> int:
     value, file = value_file
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ConfigError(f"port must be an integer 1-65535, got {value!r}", file=file, key=key)
+        raise ConfigError(
+            f"port must be an integer 1-65535, got {excerpt(value)}", file=file, key=key
+        )
     return value
 
 
@@ -268,15 +310,20 @@ def _labels(value: Any, *, file: str, key: str) -> dict[str, str]:
     labels = expect_mapping(value, file=file, key=key)
     out: dict[str, str] = {}
     for k, v in labels.items():
-        if not LABEL_KEY_RE.match(k):
-            raise ConfigError("invalid label key", file=file, key=f"{key}.{k}")
+        if not matches(LABEL_KEY, k):
+            raise ConfigError(
+                f"invalid label key {excerpt(k)} (letters, digits, '_', '.', '-', "
+                "optionally prefix/name)",
+                file=file,
+                key=key,
+            )
         if isinstance(v, bool):
             v = "true" if v else "false"
         if isinstance(v, int | float):
             v = str(v)
-        if not isinstance(v, str) or not LABEL_VALUE_RE.match(v):
+        if not matches(LABEL_VALUE, v):
             raise ConfigError(
-                f"invalid label value {v!r} (letters, digits, '_', '.', '-')",
+                f"invalid label value {excerpt(v)} (letters, digits, '_', '.', '-', at most 63)",
                 file=file,
                 key=f"{key}.{k}",
             )

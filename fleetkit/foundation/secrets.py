@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetkit.foundation.status import ConfigError
+from fleetkit.foundation.yamlfile import read_regular_file
 
 REDACTED = "<redacted>"
+#: A token or key, never more.
+MAX_SECRET_BYTES = 64 * 1024
 
 _known_values: set[str] = set()
 _known_lock = threading.Lock()
@@ -52,15 +55,23 @@ class Secret:
         return value
 
     def _read_file(self) -> str | None:
+        """The file's text; None when it does not exist. Only a regular file of at most
+        :data:`MAX_SECRET_BYTES` is read (a FIFO would hang, a huge file exhaust memory)."""
         if not self.file:
             return None
-        try:
-            return Path(self.file).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
+        path = Path(self.file)
+        if not path.exists():
             return None
-        except OSError as exc:
+        try:
+            data = read_regular_file(path, limit=MAX_SECRET_BYTES, what="secret file")
+            return data.decode("utf-8").strip()
+        except ConfigError as exc:
             raise ConfigError(
-                f"cannot read secret file {self.file}: {exc.strerror}",
+                f"secret file {self.file}: {exc.detail}", file=self.settings_file, key=self.name
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"secret file {self.file} is not UTF-8 text",
                 file=self.settings_file,
                 key=self.name,
             ) from None

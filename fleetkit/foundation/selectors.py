@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fleetkit.foundation.inventory import LABEL_KEY_RE, LABEL_VALUE_RE
 from fleetkit.foundation.status import UsageError
+from fleetkit.foundation.validate import LABEL_KEY, LABEL_VALUE, excerpt, matches
 
 OPTION = "--select"
 
@@ -164,28 +164,29 @@ def _split_term(term: str) -> tuple[str, str, str]:
     else:
         key, value, op = term, "", EXISTS
     key, value = key.strip(), value.strip()
-    if not LABEL_KEY_RE.match(key):
+    if not matches(LABEL_KEY, key):
         raise UsageError(
-            f"invalid label key {key!r} in {term!r} (letters, digits, '_', '.', '-', "
+            f"invalid label key {excerpt(key)} in {excerpt(term)} (letters, digits, '_', '.', '-', "
             "optionally prefix/name)",
             key=OPTION,
         )
     if key.startswith(_SOFT_PREFIX):
         raise UsageError(
-            f"label key {key!r} in {term!r}: Bacalhau treats keys starting with "
+            f"label key {excerpt(key)} in {excerpt(term)}: Bacalhau treats keys starting with "
             f"{_SOFT_PREFIX!r} as soft preferences, so it would not restrict the nodes",
             key=OPTION,
         )
     if op in (EQUALS, NOT_EQUALS):
         if not value:
             raise UsageError(
-                f"missing value in {term!r} (to require only that the label exists, "
-                f"write {key!r} alone)",
+                f"missing value in {excerpt(term)} (to require only that the label exists, "
+                f"write {excerpt(key)} alone)",
                 key=OPTION,
             )
-        if not LABEL_VALUE_RE.match(value):
+        if not matches(LABEL_VALUE, value):
             raise UsageError(
-                f"invalid label value {value!r} in {term!r} (letters, digits, '_', '.', '-', "
+                f"invalid label value {excerpt(value)} in {excerpt(term)} (letters, digits, "
+                "'_', '.', '-', "
                 "at most 63)",
                 key=OPTION,
             )

@@ -12,21 +12,48 @@ Environment overrides (read once, here):
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from fleetkit.foundation.secrets import Secret
+from fleetkit.foundation.settings_reader import (
+    Reader,
+    admin_networks,
+    duration,
+    endpoint,
+    hunt_scope,
+    local_path,
+    osquery_names,
+)
 from fleetkit.foundation.status import ConfigError
-from fleetkit.foundation.yamlfile import expect_mapping, load_yaml, reject_unknown_keys
+from fleetkit.foundation.validate import (
+    BACALHAU_VERSION,
+    DEBIAN_PACKAGE,
+    ENV_NAME,
+    FILE_NAME,
+    IMAGE,
+    OSQUERY_VERSION,
+    S3_BUCKET,
+    S3_KEY_TEMPLATE,
+    S3_REGION,
+    SHA256,
+    excerpt,
+    matches,
+    valid_http_url,
+    whole,
+)
+from fleetkit.foundation.yamlfile import (
+    SETTINGS_BYTES,
+    load_yaml,
+)
 
 DEFAULT_SETTINGS_FILE = "fleetkit.yaml"
+_API_USERNAME = whole(r"[^\x00-\x1f\x7f:]{1,256}")
 DEFAULT_DISABLED_TABLES = ("curl", "curl_certificate", "carves", "process_envs", "shell_history")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_PARALLELISM = whole(r"[0-9]{1,4}")
 
 
 @dataclass(frozen=True)
@@ -148,79 +175,14 @@ class Settings:
     quarantine_rollback_seconds: float = 30.0
 
 
-class _Reader:
-    """Typed access to one mapping of the settings file, with errors naming the key."""
-
-    def __init__(self, data: Any, *, file: str, key: str, allowed: set[str]) -> None:
-        self.file = file
-        self.key = key
-        self.data = expect_mapping(data, file=file, key=key or "(top level)")
-        reject_unknown_keys(self.data, allowed, file=file, key=key)
-
-    def _k(self, name: str) -> str:
-        return f"{self.key}.{name}" if self.key else name
-
-    def err(self, name: str, message: str) -> ConfigError:
-        return ConfigError(message, file=self.file, key=self._k(name))
-
-    def child(self, name: str, allowed: set[str]) -> _Reader:
-        return _Reader(self.data.get(name), file=self.file, key=self._k(name), allowed=allowed)
-
-    def has(self, name: str) -> bool:
-        return self.data.get(name) is not None
-
-    def text(self, name: str, default: str | None = None, *, choices: tuple[str, ...] = ()) -> str:
-        value = self.data.get(name, default)
-        if value is None:
-            raise self.err(name, "required")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not value:
-            raise self.err(name, f"expected a non-empty string, got {value!r}")
-        if choices and value not in choices:
-            raise self.err(name, f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def opt_str(self, name: str) -> str | None:
-        return self.text(name) if self.has(name) else None
-
-    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        value = self.data.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= minimum:
-            raise self.err(name, f"expected a number > {minimum:g}, got {value!r}")
-        return float(value)
-
-    def integer(self, name: str, default: int, *, low: int = 1, high: int = 65535) -> int:
-        value = self.data.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self.err(name, f"expected an integer {low}-{high}, got {value!r}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.data.get(name, default)
-        if not isinstance(value, bool):
-            raise self.err(name, f"expected true or false, got {value!r}")
-        return value
-
-    def str_list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self.data.get(name, list(default))
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.err(name, "expected a list of strings")
-        return tuple(value)
-
-    def path(self, name: str, base: Path, default: str | None = None) -> str:
-        value = self.text(name, default)
-        return str((base / Path(value).expanduser()).resolve())
-
-
 def load_settings(environ: Mapping[str, str], cwd: str, path: str | None = None) -> Settings:
     """Read and validate the settings file; nothing is contacted."""
     chosen = path or environ.get("FLEETKIT_SETTINGS") or DEFAULT_SETTINGS_FILE
     file_path = (Path(cwd) / chosen).resolve()
     file = str(file_path)
-    data = load_yaml(file_path)
+    data = load_yaml(file_path, max_bytes=SETTINGS_BYTES)
     base = file_path.parent
-    top = _Reader(
+    top = Reader(
         data,
         file=file,
         key="",
@@ -257,9 +219,9 @@ def load_settings(environ: Mapping[str, str], cwd: str, path: str | None = None)
         service_manager=top.text(
             "service_manager", "auto", choices=("auto", "systemd", "start-stop-daemon")
         ),
-        admin_networks=top.str_list("admin_networks", ()),
+        admin_networks=admin_networks(top),
         templates_dir=top.path("templates_dir", base) if top.has("templates_dir") else None,
-        hunt_scope=_read_hunt_scope(top),
+        hunt_scope=hunt_scope(top),
         quarantine_rollback_seconds=top.child("quarantine", {"rollback_seconds"}).number(
             "rollback_seconds", 30.0
         ),
@@ -267,7 +229,7 @@ def load_settings(environ: Mapping[str, str], cwd: str, path: str | None = None)
 
 
 def _read_ssh(
-    top: _Reader, base: Path, inventory_dir: str, environ: Mapping[str, str]
+    top: Reader, base: Path, inventory_dir: str, environ: Mapping[str, str]
 ) -> SSHSettings:
     r = top.child(
         "ssh",
@@ -285,9 +247,9 @@ def _read_ssh(
     parallelism = r.integer("parallelism", 32, high=1024)
     if "FLEETKIT_PARALLELISM" in environ:
         raw = environ["FLEETKIT_PARALLELISM"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 1024:
+        if not matches(_PARALLELISM, raw) or not 1 <= int(raw) <= 1024:
             raise ConfigError(
-                f"expected an integer 1-1024, got {raw!r}", key="FLEETKIT_PARALLELISM"
+                f"expected an integer 1-1024, got {excerpt(raw)}", key="FLEETKIT_PARALLELISM"
             )
         parallelism = int(raw)
     return SSHSettings(
@@ -302,51 +264,60 @@ def _read_ssh(
     )
 
 
-def _read_package(r: _Reader, name: str, base: Path) -> PackageSource:
+def _read_package(r: Reader, name: str, base: Path) -> PackageSource:
     p = r.child(name, {"source", "sha256"})
     source = p.text("source")
     sha = p.text("sha256").lower()
-    if not _SHA256_RE.match(sha):
+    if not matches(SHA256, sha):
         raise p.err("sha256", "expected 64 hexadecimal characters")
-    if urlparse(source).scheme not in ("http", "https"):
-        if urlparse(source).scheme not in ("", "file"):
-            raise p.err("source", f"expected an http(s) URL or a local path, got {source!r}")
-        source = str((base / Path(source.removeprefix("file://")).expanduser()).resolve())
-    return PackageSource(source=source, sha256=sha)
+    bad = p.err("source", f"expected an http(s) URL or a local path, got {excerpt(source)}")
+    if urlparse(source).scheme in ("http", "https"):
+        if not valid_http_url(source):
+            raise bad
+    elif urlparse(source).scheme in ("", "file"):
+        source = local_path(source.removeprefix("file://"), base, bad)
+    else:
+        raise bad
+    package = PackageSource(source=source, sha256=sha)
+    if not matches(FILE_NAME, package.filename):
+        raise p.err(
+            "source",
+            f"the file name {excerpt(package.filename)} is used on the hosts: letters, digits "
+            "and . _ + ~ - only",
+        )
+    return package
 
 
-def _read_osquery(top: _Reader, base: Path) -> OsquerySettings:
+def _read_osquery(top: Reader, base: Path) -> OsquerySettings:
     r = top.child(
         "osquery", {"version", "package", "disabled_tables", "extensions_socket", "flags_file"}
     )
-    tables = r.str_list("disabled_tables", DEFAULT_DISABLED_TABLES)
-    for table in tables:
-        if not _TABLE_RE.match(table):
-            raise r.err("disabled_tables", f"invalid table name {table!r}")
-    socket = r.text("extensions_socket", "/var/osquery/osquery.em")
-    if not socket.startswith("/"):
-        raise r.err("extensions_socket", "must be an absolute path")
+    tables = osquery_names(r, "disabled_tables", DEFAULT_DISABLED_TABLES, "table")
     return OsquerySettings(
         package=_read_package(r, "package", base),
-        version=r.text("version", "5.23.1"),
+        version=r.matching(
+            "version", "5.23.1", OSQUERY_VERSION, "an osquery version such as 5.23.1"
+        ),
         disabled_tables=tables,
-        extensions_socket=socket,
-        flags_file=r.text("flags_file", "/etc/osquery/osquery.flags"),
+        extensions_socket=r.host_path("extensions_socket", "/var/osquery/osquery.em"),
+        flags_file=r.host_path("flags_file", "/etc/osquery/osquery.flags"),
     )
 
 
-def _secret(r: _Reader, name: str, base: Path, environ: Mapping[str, str]) -> Secret | None:
+def _secret(r: Reader, name: str, base: Path, environ: Mapping[str, str]) -> Secret | None:
     if not r.has(name):
         return None
     s = r.child(name, {"env", "file"})
-    env = s.opt_str("env")
+    env = (
+        s.matching("env", None, ENV_NAME, "an environment variable name") if s.has("env") else None
+    )
     file = s.path("file", base) if s.has("file") else None
     if not env and not file:
         raise r.err(name, "a secret needs 'env' (variable name) or 'file' (path)")
     return Secret(name=r._k(name), env=env, file=file, settings_file=r.file, _environ=environ)
 
 
-def _read_bacalhau(top: _Reader, base: Path, environ: Mapping[str, str]) -> BacalhauSettings:
+def _read_bacalhau(top: Reader, base: Path, environ: Mapping[str, str]) -> BacalhauSettings:
     r = top.child(
         "bacalhau",
         {
@@ -373,49 +344,50 @@ def _read_bacalhau(top: _Reader, base: Path, environ: Mapping[str, str]) -> Baca
     if token is None:
         raise r.err("node_token", "required: {env: NAME} or {file: PATH}")
     url = environ.get("FLEETKIT_ORCHESTRATOR_URL") or r.opt_str("orchestrator_url")
-    if url is not None:
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise r.err("orchestrator_url", f"expected http(s)://host:port, got {url!r}")
+    if url is not None and not valid_http_url(url):
+        raise r.err("orchestrator_url", f"expected http(s)://host:port, got {excerpt(url)}")
     return BacalhauSettings(
         package=_read_package(r, "package", base),
         node_token=token,
-        version=r.text("version", "v1.9.3"),
-        install_path=r.text("install_path", "/usr/local/bin/bacalhau"),
-        config_path=r.text("config_path", "/etc/bacalhau/config.yaml"),
-        data_dir=r.text("data_dir", "/var/lib/bacalhau"),
+        version=r.matching(
+            "version", "v1.9.3", BACALHAU_VERSION, "a Bacalhau version such as v1.9.3"
+        ),
+        install_path=r.host_path("install_path", "/usr/local/bin/bacalhau"),
+        config_path=r.host_path("config_path", "/etc/bacalhau/config.yaml"),
+        data_dir=r.host_path("data_dir", "/var/lib/bacalhau"),
         api_port=r.integer("api_port", 1234),
         nats_port=r.integer("nats_port", 4222),
         orchestrator_url=url.rstrip("/") if url else None,
         api_key=_secret(r, "api_key", base, environ),
-        api_username=r.opt_str("api_username"),
+        api_username=(
+            r.matching("api_username", None, _API_USERNAME, "a user name (no ':' or controls)")
+            if r.has("api_username")
+            else None
+        ),
         api_password=_secret(r, "api_password", base, environ),
         container_engine=r.text(
             "container_engine", "verify", choices=("install", "verify", "skip")
         ),
-        container_engine_package=r.text("container_engine_package", "docker.io"),
+        container_engine_package=r.matching(
+            "container_engine_package", "docker.io", DEBIAN_PACKAGE, "a Debian package name"
+        ),
         manual_approval=r.boolean("manual_approval", False),
-        heartbeat_interval=_duration(r, "heartbeat_interval", "15s"),
-        disconnect_timeout=_duration(r, "disconnect_timeout", "1m"),
+        heartbeat_interval=duration(r, "heartbeat_interval", "15s"),
+        disconnect_timeout=duration(r, "disconnect_timeout", "1m"),
     )
 
 
-def _duration(r: _Reader, name: str, default: str) -> str:
-    value = r.text(name, default)
-    if not re.fullmatch(r"(\d+(ms|s|m|h))+", value):
-        raise r.err(name, f"expected a duration like 15s, 1m or 500ms, got {value!r}")
-    return value
-
-
-def _read_query(top: _Reader, base: Path, environ: Mapping[str, str]) -> QuerySettings:
+def _read_query(top: Reader, base: Path, environ: Mapping[str, str]) -> QuerySettings:
     r = top.child("query", {"image", "timeout", "publisher", "s3", "redact_columns"})
     timeout = r.number("timeout", 120.0)
     if "FLEETKIT_QUERY_TIMEOUT" in environ:
         try:
             timeout = float(environ["FLEETKIT_QUERY_TIMEOUT"])
         except ValueError:
+            timeout = math.nan
+        if not math.isfinite(timeout) or timeout <= 0:
             raise ConfigError(
-                "expected a number of seconds", key="FLEETKIT_QUERY_TIMEOUT"
+                "expected a number of seconds > 0", key="FLEETKIT_QUERY_TIMEOUT"
             ) from None
     publisher = r.text("publisher", "none", choices=("none", "s3"))
     s3 = None
@@ -432,14 +404,19 @@ def _read_query(top: _Reader, base: Path, environ: Mapping[str, str]) -> QuerySe
                 "parallelism",
             },
         )
-        template = s.text("key_template", "fleetkit/{jobID}/{nodeID}/{executionID}")
+        template = s.matching(
+            "key_template",
+            "fleetkit/{jobID}/{nodeID}/{executionID}",
+            S3_KEY_TEMPLATE,
+            "letters, digits, _ . / = - and {placeholders}",
+        )
         for placeholder in ("{jobID}", "{nodeID}", "{executionID}"):
             if placeholder not in template:
                 raise s.err("key_template", f"must contain {placeholder} so results never collide")
         s3 = S3Settings(
-            bucket=s.text("bucket"),
-            region=s.text("region", "us-east-1"),
-            endpoint=s.opt_str("endpoint"),
+            bucket=s.matching("bucket", None, S3_BUCKET, "an S3 bucket name"),
+            region=s.matching("region", "us-east-1", S3_REGION, "an S3 region such as eu-west-1"),
+            endpoint=endpoint(s),
             key_template=template,
             access_key_id=_secret(s, "access_key_id", base, environ),
             secret_access_key=_secret(s, "secret_access_key", base, environ),
@@ -448,20 +425,14 @@ def _read_query(top: _Reader, base: Path, environ: Mapping[str, str]) -> QuerySe
     if publisher == "s3" and s3 is None:
         raise r.err("s3", "publisher is s3 but no s3 section (bucket, region, endpoint)")
     return QuerySettings(
-        image=r.text("image", "osquery/osquery:5.23.1-ubuntu22.04"),
+        image=r.matching(
+            "image",
+            "osquery/osquery:5.23.1-ubuntu22.04",
+            IMAGE,
+            "a container image such as osquery/osquery:5.23.1-ubuntu22.04",
+        ),
         timeout=timeout,
         publisher=publisher,
         s3=s3,
-        redact_columns=r.str_list("redact_columns", ()),
+        redact_columns=osquery_names(r, "redact_columns", (), "column"),
     )
-
-
-def _read_hunt_scope(top: _Reader) -> tuple[str, ...] | None:
-    r = top.child("hunt", {"scope"})
-    if not r.has("scope"):
-        return None
-    scope = r.str_list("scope", ())
-    for glob in scope:
-        if not glob.startswith("/"):
-            raise r.err("scope", f"expected absolute directory globs, got {glob!r}")
-    return scope

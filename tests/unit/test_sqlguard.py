@@ -11,6 +11,7 @@ from fleetkit.foundation.sqlguard import (
     TokenKind,
     named_identifiers,
     refuse_denied_tables,
+    split_statements,
     sql_string_literal,
     tokenize,
 )
@@ -179,3 +180,57 @@ def test_string_literals_round_trip_through_sqlite(value: str) -> None:
 def test_a_literal_with_nul_is_refused() -> None:
     with pytest.raises(UsageError):
         sql_string_literal("a\x00b")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM 'curl'",  # SQLite takes a string literal in table position
+        "SELECT * FROM 'CURL' WHERE 1",
+        "SELECT * FROM temp.curl",
+        "SELECT * FROM TEMP.'curl'",
+        "SELECT * FROM main . /* c */ [curl]",
+        "SELECT name FROM processes JOIN curl USING (pid)",  # no column of curl is named
+        "SELECT name FROM processes NATURAL JOIN shell_history",
+        "SELECT * FROM users WHERE uid IN shell_history",
+        "EXPLAIN QUERY PLAN SELECT * FROM curl",
+        "CREATE TEMP TABLE t AS SELECT * FROM process_envs",
+        "SELECT 1; /* ; */ SELECT * FROM `carves`",
+    ],
+)
+def test_grammar_forms_the_token_check_missed_are_refused(sql: str) -> None:
+    with pytest.raises(UsageError, match="denied table"):
+        refuse_denied_tables(sql, DENIED)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "WITH curl AS (SELECT 1 AS a) SELECT a FROM curl",  # a CTE shadows the table
+        "SELECT curl.uid FROM users AS curl",
+        "SELECT uid AS curl FROM users",
+        'SELECT "curl" FROM users',  # a string (or a column), never a table here
+        "SELECT * FROM pragma_table_info('curl')",  # the schema, not the data
+    ],
+)
+def test_a_denied_name_sqlite_does_not_read_as_that_table_passes(sql: str) -> None:
+    refuse_denied_tables(sql, DENIED)
+
+
+def test_numbers_are_one_token() -> None:
+    texts = [t.text for t in tokenize("SELECT 0x1F, 1.5e-3, .5, 12 FROM t")]
+    assert texts == ["SELECT", "0x1F", ",", "1.5e-3", ",", ".5", ",", "12", "FROM", "t"]
+
+
+def test_statements_split_where_sqlite_ends_them() -> None:
+    sql = (
+        "EXPLAIN SELECT 1; -- a ; comment\n"
+        "CREATE TRIGGER t AFTER INSERT ON x BEGIN SELECT 1; SELECT 2; END;"
+        " SELECT ';' ;;"
+    )
+    texts = [s.text for s in split_statements(sql)]
+    assert texts == [
+        "SELECT 1;",
+        "CREATE TRIGGER t AFTER INSERT ON x BEGIN SELECT 1; SELECT 2; END;",
+        "SELECT ';' ;",
+    ]
