@@ -41,7 +41,7 @@ from fleetkit.ask.packfields import (
 )
 from fleetkit.foundation.sqlguard import refuse_denied_tables
 from fleetkit.foundation.status import ConfigError, UsageError
-from fleetkit.foundation.yamlfile import expect_mapping, load_yaml, reject_unknown_keys
+from fleetkit.foundation.yamlfile import PACK_BYTES, expect_mapping, load_yaml, reject_unknown_keys
 
 KINDS = ("policy", "hunt", "inventory")
 PACK_KEYS = {"pack", "description", "kind", "interval", "platform", "policies", "queries"}
@@ -228,7 +228,9 @@ def check_unique_across_packs(pack: Pack, seen: dict[str, str]) -> None:
 
 def load_pack(path: Path, denied_tables: Iterable[str] = ()) -> Pack:
     file = str(path)
-    return pack_from_data(load_yaml(path), file=file, denied_tables=denied_tables)
+    return pack_from_data(
+        load_yaml(path, max_bytes=PACK_BYTES), file=file, denied_tables=denied_tables
+    )
 
 
 def pack_from_data(data: Any, *, file: str, denied_tables: Iterable[str] = ()) -> Pack:

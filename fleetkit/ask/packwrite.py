@@ -24,6 +24,10 @@ class _PackDumper(yaml.SafeDumper):
     """Lists indented under their key (as packs are written by hand); SQL and multi-line
     text as literal blocks; everything else as PyYAML decides (quoted, escaped when needed)."""
 
+    def ignore_aliases(self, data: object) -> bool:
+        """Never write anchors/aliases: fleetkit's YAML loader refuses them (no alias bombs)."""
+        return True
+
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
 

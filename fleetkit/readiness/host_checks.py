@@ -16,7 +16,7 @@ from fleetkit.ask.results import OutputError, parse_osqueryi_json
 from fleetkit.clients.ssh import HostKeyError, KeyProblem, SSHError
 from fleetkit.clients.urls import nats_url
 from fleetkit.foundation.status import ConfigError, HostError
-from fleetkit.foundation.yamlfile import parse_yaml
+from fleetkit.foundation.yamlfile import HOST_FILE_BYTES, parse_yaml
 from fleetkit.hostfacts.facts import (
     FILE_LIMIT,
     FileState,
@@ -212,7 +212,7 @@ def check_bacalhau_config(s: Subject, file: FileState) -> CheckResult:
     if problem := _unreadable(file, path):
         return failed(name, problem, provision_fix(host.name))
     try:
-        config = parse_yaml(file.text, file=f"{host.name}:{path}")
+        config = parse_yaml(file.text, file=f"{host.name}:{path}", max_bytes=HOST_FILE_BYTES)
     except ConfigError as exc:
         return failed(name, f"{path} is not valid YAML: {exc.detail}", provision_fix(host.name))
     problems: list[str] = []

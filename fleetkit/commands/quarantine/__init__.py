@@ -129,15 +129,12 @@ def _targets(rt: Runtime, hosts: str) -> list[Host]:
 def _relabel(rt: Runtime, names: list[str]) -> dict[str, str]:
     """Re-render these hosts' compute config (Bacalhau labels); returns failures with reasons.
 
-    A fresh Runtime reads the inventory again, now with the state file's label.
+    The inventory is read again, now with the state file's label.
     """
-    from fleetkit.commands import provision  # provisioning pulls in much; only needed here
+    from fleetkit.hostfacts import provisioning  # pulls in much; only needed here
 
-    fresh = Runtime(
-        env=rt.env, settings_path=rt.settings_path, http_session_factory=rt.http_session_factory
-    )
-    hosts = [h for h in fresh.inventory.hosts if h.name in names]
-    report = provision.apply(fresh, hosts)
+    hosts = [h for h in rt.reload_inventory().hosts if h.name in names]
+    report = provisioning.apply(rt, hosts)
     return {name: report.results[name].reason() for name in report.failed_hosts}
 
 
@@ -218,7 +215,7 @@ def _rulesets(rt: Runtime, targets: list[Host], env: Environment) -> dict[str, s
             key="admin_networks",
         )
     peers = orchestrator_peers(settings, rt.inventory.control_plane)
-    renderer = Renderer(settings.templates_dir)
+    renderer = Renderer.for_settings(settings)
     out: dict[str, str] = {}
     for host in targets:
         isolation = Isolation(
