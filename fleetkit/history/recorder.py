@@ -45,11 +45,17 @@ Rows = RowBlock | Iterable[bytes | Mapping[str, str]]
 
 
 class Mirror(Protocol):
-    """A second destination for the same records (the S3 layout)."""
+    """A second destination for the same records (the S3 layout).
+
+    Its failures make the run incomplete (the reason names the object) but
+    never stop the local recording.
+    """
 
     def put_node(self, run_id: str, entry: NodeEntry, block: RowBlock) -> None: ...
 
     def finish(self, run_id: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class RunRecorder:
@@ -77,6 +83,7 @@ class RunRecorder:
         self._after_finish = after_finish
         self._codec = Codec()
         self._failure: str | None = None
+        self._mirror_failure: str | None = None
         self._warnings: list[str] = []
         self._nodes = 0
         self._rows = 0
@@ -146,11 +153,11 @@ class RunRecorder:
         self._nodes += 1
         self._rows += block.count
         self._redacted += redacted
-        if self._mirror is not None:
+        if self._mirror is not None and self._mirror_failure is None:
             try:
                 self._mirror.put_node(self.run_id, entry, block)
             except Exception as exc:
-                self._fail(f"S3 copy: {exc}")
+                self._mirror_failure = f"S3 copy: {exc}"
 
     def _write_verdicts(self, verdicts: list[PolicyVerdict]) -> None:
         if self._failure is not None:
@@ -170,20 +177,22 @@ class RunRecorder:
         if self._finished is not None:
             return self._finished
         self._writer.close()
-        reason = self._failure or note
-        self._close_run(reason, ended_at)
-        if self._mirror is not None and self._failure is None:
+        if self._mirror is not None and self._mirror_failure is None:
             try:
+                # First (with the run as it will be closed): the manifest is the S3 copy's
+                # last write, and an unwritable bucket must make the local run incomplete.
+                self._close_run(self._failure or note, ended_at)
                 self._mirror.finish(self.run_id)
             except Exception as exc:
-                self._fail(f"S3 copy: {exc}")
-                self._close_run(self._failure)
+                self._mirror_failure = f"S3 copy: {exc}"
+        reason = self._failure or self._mirror_failure or note
+        self._close_run(reason, ended_at)
         if self._after_finish is not None:
             self._warnings += self._after_finish()
         self._finished = RecordOutcome(
             run_id=self.run_id,
-            complete=self._failure is None and note is None,
-            note=self._failure or note,
+            complete=reason is None,
+            note=reason,
             nodes=self._nodes,
             rows=self._rows,
             redacted_by_guard=self._redacted,

@@ -62,6 +62,9 @@ class History:
         self.database = database
         self.reader = RunReader(database)
         self.mirror = mirror
+        bind = getattr(mirror, "bind", None)
+        if bind is not None:
+            bind(self.reader)
         self._now = now or (lambda: datetime.now(UTC))
 
     @property
@@ -263,6 +266,8 @@ class History:
     # ------------------------------------------------------------------ lifetime
 
     def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()
         self.database.close()
 
     def __enter__(self) -> History:
