@@ -45,7 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_merge import BANNER
+from bench_merge import BANNER, node_output
 
 SCENARIOS = ("some", "every")
 
@@ -54,28 +54,9 @@ SCENARIOS = ("some", "every")
 
 
 def node_rows(node: int, rows: int, rng: random.Random) -> list[str]:
-    """A ``processes``-like answer, one compact JSON row per item (keys sorted)."""
-    out = []
-    for i in range(rows):
-        row = {
-            "cmdline": f"/usr/sbin/sshd -D -e -f /etc/ssh/sshd_config.{i % 97}",
-            "cwd": "/",
-            "egid": "0",
-            "euid": "0",
-            "gid": "0",
-            "name": "sshd" if i % 3 else "python3",
-            "on_disk": "1",
-            "parent": str(rng.randint(1, 9999)),
-            "path": "/usr/sbin/sshd",
-            "pid": str(rng.randint(1, 4_000_000)),
-            "resident_size": str(rng.randint(1, 10**9)),
-            "start_time": str(1_700_000_000 + node * 7 + i),
-            "state": "S",
-            "threads": str(1 + i % 8),
-            "uid": "0",
-        }
-        out.append(json.dumps(row, sort_keys=True, separators=(",", ":")))
-    return out
+    """bench_merge's ``processes``-like answer, one compact JSON row per item."""
+    lines = node_output(node, rows, rng).splitlines()[2:-1]  # after the banner and "["
+    return [line.strip().removesuffix(",") for line in lines]
 
 
 def osqueryi_output(rows: list[str]) -> str:

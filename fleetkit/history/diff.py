@@ -10,7 +10,7 @@ them in the other run (``show`` lists them).
 
 Semantics, decided here:
 
-- Rows compare by their recorded bytes (compact JSON, keys sorted, as
+- Rows compare by their recorded bytes (compact JSON, keys in the order
   osqueryi printed them), so equal rows are equal bytes.
 - Order does not matter: identical rows in a different order are no change.
 - Duplicates count (multisets): a row present twice before and three times

@@ -92,14 +92,11 @@ class RunReader:
         keys = self._query(
             "SELECT question_key, scope_key FROM runs WHERE run_id = ?", [run.run_id]
         )[0]
-        if later:
-            order, compare = "DESC", ">"
-        else:
-            order, compare = "DESC", "<"
+        compare = ">" if later else "<"
         rows = self._query(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE question_key = ? AND scope_key = ?"
             f" AND (started_at, run_id) {compare} (?, ?)"
-            f" ORDER BY started_at {order}, run_id {order} LIMIT 1",
+            " ORDER BY started_at DESC, run_id DESC LIMIT 1",
             [keys[0], keys[1], run.started_at, run.run_id],
         )
         return self._summary(rows[0]) if rows else None

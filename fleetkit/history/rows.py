@@ -85,12 +85,13 @@ class RowBlock:
 
 
 def encode_row(row: Mapping[str, str]) -> bytes:
-    """A row as compact JSON with sorted keys (the form per-row bytes must have)."""
-    text = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """A row as compact JSON, keys in the order given (osqueryi's: sorted), as the
+    merge's per-row path writes it -- so ``show`` re-renders the same bytes."""
+    text = json.dumps(row, separators=(",", ":"), ensure_ascii=False)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: keep it escaped
-        return json.dumps(row, sort_keys=True, separators=(",", ":")).encode("ascii")
+        return json.dumps(row, separators=(",", ":")).encode("ascii")
 
 
 def to_block(rows: RowBlock | Iterable[bytes | Mapping[str, str]]) -> RowBlock:

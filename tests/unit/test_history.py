@@ -109,7 +109,7 @@ def test_rows_come_back_in_recorded_order_whatever_form_they_were_given_in(
         )
         got = {e.node_id: b.lines() for e, b in history.node_blocks(outcome.run_id)}
     assert got == {
-        "dicts": [b'{"name":"b","pid":"2"}', b'{"name":"a","pid":"1"}'],
+        "dicts": [b'{"pid":"2","name":"b"}', b'{"name":"a","pid":"1"}'],  # order kept
         "bytes": [b'{"x":"y"}', b'{"x":"z"}'],
         "block": [b'{"a":"1"}', b'{"a":"2"}'],
         "gone": [],
@@ -124,6 +124,8 @@ def test_show_re_renders_the_merged_output_byte_identical(tmp_path: Path) -> Non
         b'"pid":"1"},\n  {"name":"caf\xc3\xa9","pid":"2"}\n]\n',
         "n2": b'[\n  {"hostname":"own-name","name":"tab\\there","pid":"7"}\n]\n',
         "n3": b"[\n\n]\n",
+        # Not the fast path's framing: the engine hands these over as parsed dicts.
+        "n4": b'[\n  {"pid":"9","name":"caf\\u00e9"},\n  {"pid":"8","name":"x"}\n]\n',
     }
 
     def nodes() -> list[object]:
@@ -138,11 +140,14 @@ def test_show_re_renders_the_merged_output_byte_identical(tmp_path: Path) -> Non
         )
         for node in nodes():
             data = node.stdout  # type: ignore[attr-defined]
+            fast = b"\\u" not in data
             recorder.add_node(
                 node_id=node.node_id,  # type: ignore[attr-defined]
                 hostname=node.hostname,  # type: ignore[attr-defined]
                 status="ok",
-                rows=RowBlock.from_osqueryi_output(data, data.index(b"["), None),
+                rows=RowBlock.from_osqueryi_output(data, data.index(b"["))
+                if fast
+                else node.rows(),  # type: ignore[attr-defined]
             )
         run_id = recorder.finish().run_id
         for fmt in ("json", "ndjson", "csv", "table"):
@@ -157,6 +162,29 @@ def test_show_re_renders_the_merged_output_byte_identical(tmp_path: Path) -> Non
             ]
             write_merged(rebuilt, fmt, again)
             assert again.getvalue() == original.getvalue(), fmt
+
+
+def test_job_ids_and_unanswered_streaks_are_kept(tmp_path: Path) -> None:
+    """watch's "missing for N consecutive runs" reads the streaks."""
+    clock = Clock()
+    with open_store(tmp_path, clock) as history:
+        states = [
+            {"a": "ok", "b": "missing", "c": "ok"},
+            {"a": "missing", "b": "failed", "c": "ok"},
+            {"a": "timed out", "b": "missing", "c": "missing"},
+        ]
+        last = ""
+        for state in states:
+            recorder = history.begin_run(
+                kind="watch", question=Question("SELECT 1", pack="p"), scope={}, transport="ssh"
+            )
+            history.set_job_id(recorder.run_id, f"job-{clock.now.minute}")
+            for node, status in state.items():
+                recorder.add_node(node_id=node, hostname=node, status=status, rows=PROCS)
+            last = recorder.finish().run_id
+            clock.advance(minutes=1)
+        assert history.get_run(last).job_id == "job-2"
+        assert history.unanswered_streaks(last) == {"a": 2, "b": 3, "c": 1}
 
 
 def test_the_file_is_private_and_wal(tmp_path: Path) -> None:
