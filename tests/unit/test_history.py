@@ -145,9 +145,7 @@ def test_show_re_renders_the_merged_output_byte_identical(tmp_path: Path) -> Non
                 node_id=node.node_id,  # type: ignore[attr-defined]
                 hostname=node.hostname,  # type: ignore[attr-defined]
                 status="ok",
-                rows=RowBlock.from_osqueryi_output(data, data.index(b"["))
-                if fast
-                else node.rows(),  # type: ignore[attr-defined]
+                rows=RowBlock.from_osqueryi_output(data, data.index(b"[")) if fast else node.rows(),  # type: ignore[attr-defined]
             )
         run_id = recorder.finish().run_id
         for fmt in ("json", "ndjson", "csv", "table"):
