@@ -191,6 +191,8 @@ def _prepare(database: Database, *, writable: bool) -> None:
     if str(mode).lower() != "wal":
         raise HistoryError(f"history file {database.path}: cannot use WAL journaling ({mode})")
     connection.execute("PRAGMA synchronous = NORMAL")
+    # A large run passes through the WAL; give the disk back once it is checkpointed.
+    connection.execute("PRAGMA journal_size_limit = 67108864")
     with database.write():
         if not _has_table(connection, "meta"):
             if _has_table(connection, "runs") or _tables(connection):
@@ -217,6 +219,15 @@ def _check_schema(database: Database, connection: sqlite3.Connection) -> None:
         raise HistoryError(
             f"history file {database.path} was written by a newer fleetkit (schema {row[0]}, "
             f"this one reads {SCHEMA_VERSION})"
+        )
+    # The run index is small: check it whole now, so a damaged history is refused before
+    # anything is submitted. Damage among the row blocks surfaces when they are read (as
+    # the same error, naming the file); checking them all here would cost seconds.
+    problems = [row[0] for row in connection.execute("PRAGMA quick_check(runs)")]
+    if problems != ["ok"]:
+        raise HistoryError(
+            f"history file {database.path} is corrupt ({problems[0]}); move it aside to start "
+            "a new history"
         )
 
 

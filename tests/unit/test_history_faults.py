@@ -51,6 +51,25 @@ def test_a_history_from_a_newer_fleetkit_is_refused(tmp_path: Path) -> None:
     _expect_history_error(path, "newer fleetkit")
 
 
+def test_a_damaged_run_index_is_refused_at_open(tmp_path: Path) -> None:
+    with open_store(tmp_path) as history:
+        for _ in range(3):
+            record(history, [Node("n1", [{"a": "1"}])])
+        connection = history.database.connection
+        root = connection.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'runs'"
+        ).fetchone()[0]
+        page = connection.execute("PRAGMA page_size").fetchone()[0]
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        path = Path(history.path)
+    data = bytearray(path.read_bytes())
+    start = (root - 1) * page
+    data[start + 8 : start + 24] = b"\x7f" * 16  # the cell pointers of the table's page
+    path.write_bytes(bytes(data))
+    error = _expect_history_error(path, "corrupt")
+    assert "move it aside" in str(error)
+
+
 def test_damage_inside_the_file_is_a_clear_error_when_reached(tmp_path: Path) -> None:
     with open_store(tmp_path) as history:
         for _ in range(3):
