@@ -8,7 +8,12 @@ Storage: SQLite (``store``, ``database``), rows as compressed NDJSON blocks
 """
 
 from fleetkit.history.diff import NodeChange, RowChange, RunDiff
-from fleetkit.history.errors import DiffMismatchError, HistoryError, UnknownRunError
+from fleetkit.history.errors import (
+    DiffMismatchError,
+    HistoryError,
+    NoHistoryError,
+    UnknownRunError,
+)
 from fleetkit.history.model import (
     Coverage,
     NodeEntry,
@@ -31,6 +36,7 @@ __all__ = [
     "History",
     "HistoryError",
     "HistorySettings",
+    "NoHistoryError",
     "NodeChange",
     "NodeEntry",
     "NodeState",

@@ -26,7 +26,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from fleetkit.history.errors import HistoryError
+from fleetkit.history.errors import HistoryError, NoHistoryError
 
 SCHEMA_VERSION = 1
 
@@ -125,7 +125,7 @@ def open_database(path: str | Path, *, lock_timeout: float, create: bool = True)
         raise HistoryError(f"history file {target} is a directory")
     if not target.exists():
         if not create:
-            raise HistoryError(f"no history at {target} (nothing recorded yet)")
+            raise NoHistoryError(f"no history at {target} (nothing recorded yet)")
         _create_file(target)
     else:
         _check_file(target, writable=create)

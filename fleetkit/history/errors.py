@@ -14,6 +14,13 @@ class HistoryError(ConfigError):
     """The history store cannot be used; names the file (or bucket) and why."""
 
 
+class NoHistoryError(HistoryError):
+    """Opened for reading, and the file does not exist: nothing was recorded yet.
+
+    Still exit 2 for ``show``/``diff``; ``report`` may catch it and say so (exit 0).
+    """
+
+
 class UnknownRunError(UsageError):
     """A run id that is not in the history (or a prefix matching several)."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fleetkit.foundation.status import ExitStatus
-from fleetkit.history import HistoryError, Question, RunStatus, open_history
+from fleetkit.history import HistoryError, NoHistoryError, Question, RunStatus, open_history
 from tests.unit.history_helpers import Node, open_store, record, settings
 
 
@@ -131,8 +131,9 @@ def test_a_path_that_is_a_directory_or_under_a_file_is_refused(tmp_path: Path) -
 
 
 def test_reading_a_history_that_does_not_exist_says_nothing_was_recorded(tmp_path: Path) -> None:
-    with pytest.raises(HistoryError, match="nothing recorded yet"):
+    with pytest.raises(NoHistoryError, match="nothing recorded yet") as caught:
         open_history(settings(tmp_path), for_writing=False)
+    assert caught.value.exit_status is ExitStatus.BAD_INPUT
     assert not (tmp_path / ".fleetkit").exists()
 
 
