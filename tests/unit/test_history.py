@@ -328,3 +328,17 @@ def test_settings_errors_name_the_file_and_key(data: object, key: str, message: 
 
 def test_settings_helper_matches_defaults(tmp_path: Path) -> None:
     assert settings(tmp_path).path == HistorySettings.default(tmp_path).path
+
+
+def test_row_blocks_take_osqueryi_framing_or_refuse_it() -> None:
+    out = b'Connected to extension socket /x\n[\n  {"a":"1"},\n  {"a":"2"}\n]\n'
+    block = RowBlock.from_osqueryi_output(out, out.index(b"\n[") + 1)
+    assert (block.count, block.lines()) == (2, [b'{"a":"1"}', b'{"a":"2"}'])
+    assert block.ndjson() == b'{"a":"1"}\n{"a":"2"}\n'
+    assert as_osqueryi_output(block) == out[out.index(b"\n[") + 1 :]
+    assert RowBlock.from_osqueryi_output(b"[\n\n]\n", 0).count == 0
+    assert RowBlock.from_osqueryi_output(b"[\n  {}\n]\n", 0, count=1).count == 1
+    with pytest.raises(ValueError, match="framing"):
+        RowBlock.from_osqueryi_output(b'[{"a":"1"},{"a":"2"}]\n', 0)
+    with pytest.raises(ValueError, match="framing"):
+        RowBlock.from_osqueryi_output(b'[\n  {"a":"1"},\n', 0)  # truncated
