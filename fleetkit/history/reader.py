@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fleetkit.history.database import Database
-from fleetkit.history.errors import UnknownRunError
+from fleetkit.history.errors import HistoryError, UnknownRunError
 from fleetkit.history.model import (
     Coverage,
     NodeEntry,
@@ -113,7 +113,7 @@ class RunReader:
     def entries(self, run_id: str) -> list[NodeEntry]:
         """The run's nodes in recorded order (no rows)."""
         return [
-            _entry(row)
+            self._entry(row)
             for row in self._query(
                 f"SELECT {_NODE_COLUMNS} FROM nodes WHERE run_id = ? ORDER BY seq", [run_id]
             )
@@ -133,7 +133,7 @@ class RunReader:
                     raise self.db.error(exc, f"read run {run_id}") from None
                 if row is None:
                     return
-                entry = _entry(row[:7])
+                entry = self._entry(row[:7])
                 yield entry, self._block(entry, row[7], row[8], run_id)
         finally:
             cursor.close()
@@ -145,12 +145,12 @@ class RunReader:
         )
         if not rows:
             return RowBlock(b"", 0)
-        return self._block(_entry(rows[0][:7]), rows[0][7], rows[0][8], run_id)
+        return self._block(self._entry(rows[0][:7]), rows[0][7], rows[0][8], run_id)
 
     def digests(self, run_id: str) -> dict[str, tuple[NodeEntry, bytes | None]]:
         """node_id -> (entry, digest of its rows) for a diff, without reading rows."""
         return {
-            row[0]: (_entry(row[:7]), row[7])
+            row[0]: (self._entry(row[:7]), row[7])
             for row in self._query(
                 f"SELECT {_NODE_COLUMNS}, digest FROM nodes WHERE run_id = ? ORDER BY seq",
                 [run_id],
@@ -205,7 +205,22 @@ class RunReader:
         except sqlite3.Error as exc:
             raise self.db.error(exc, "read") from None
 
+    def _entry(self, row: Any) -> NodeEntry:
+        try:
+            return _entry_of(row)
+        except (ValueError, TypeError) as exc:
+            raise self._corrupt(f"node entry {row[:1]!r}: {exc}") from None
+
     def _summary(self, row: Any) -> RunSummary:
+        try:
+            return self._summary_of(row)
+        except (ValueError, TypeError) as exc:
+            raise self._corrupt(f"run {row[:1]!r}: {exc}") from None
+
+    def _corrupt(self, detail: str) -> HistoryError:
+        return self.db.error(ValueError(f"corrupt record, {detail}"), "read")
+
+    def _summary_of(self, row: Any) -> RunSummary:
         (run_id, kind, question, pack, scope, transport, job_id, started, ended, status, note,
          recorder, *counts) = row  # fmt: skip
         state = RunStatus(status)
@@ -245,7 +260,7 @@ class RunReader:
         return True
 
 
-def _entry(row: Any) -> NodeEntry:
+def _entry_of(row: Any) -> NodeEntry:
     node_id, hostname, state, row_count, error, exit_code, late = row
     return NodeEntry(
         node_id=node_id,

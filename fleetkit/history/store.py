@@ -259,6 +259,8 @@ class History:
             )
         except sqlite3.Error as exc:
             raise self.database.error(exc, "read policy state") from None
+        except ValueError as exc:
+            raise self.database.error(ValueError(f"corrupt verdict ({exc})"), "read") from None
 
     def unanswered_streaks(self, run_id: str) -> dict[str, int]:
         return self.reader.unanswered_streaks(self.get_run(run_id))

@@ -70,6 +70,23 @@ def test_a_damaged_run_index_is_refused_at_open(tmp_path: Path) -> None:
     assert "move it aside" in str(error)
 
 
+def test_tampered_values_are_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    with open_store(tmp_path) as history:
+        run = record(history, [Node("n1", [{"a": "1"}])]).run_id
+        connection = history.database.connection
+        connection.execute("UPDATE nodes SET state = 'pwned'")
+        with pytest.raises(HistoryError, match="corrupt") as caught:
+            history.entries(run)
+        assert history.path in str(caught.value)
+        connection.execute("UPDATE runs SET status = 'pwned'")
+        with pytest.raises(HistoryError, match="corrupt"):
+            history.list_runs()
+        connection.execute("UPDATE runs SET status = 'complete'")
+        connection.execute("UPDATE nodes SET state = 'rows', raw_size = raw_size + 1")
+        with pytest.raises(HistoryError, match="corrupt rows for node n1"):
+            list(history.node_blocks(run))
+
+
 def test_damage_inside_the_file_is_a_clear_error_when_reached(tmp_path: Path) -> None:
     with open_store(tmp_path) as history:
         for _ in range(3):
