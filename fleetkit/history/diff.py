@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetkit.history.errors import HistoryError
 from fleetkit.history.model import NodeEntry, NodeState, RunSummary
 from fleetkit.history.reader import RunReader
 from fleetkit.history.rows import RowBlock
@@ -54,7 +55,12 @@ class RowChange:
     row: bytes
 
     def columns(self) -> dict[str, str]:
-        value: dict[str, str] = json.loads(self.row)
+        try:
+            value = json.loads(self.row)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise HistoryError(f"corrupt row of node {self.node_id} in the history")
         return value
 
     def record(self) -> dict[str, Any]:
