@@ -11,8 +11,14 @@ merged output, then exits 1. Programming errors (an unknown status, rows that
 are not JSON objects) still raise ``ValueError``.
 
 Each node is one short write transaction: its entry (rows compressed as one
-block) and the run's counters. Rows must already be redacted by the engine;
-``redact_columns`` is checked again here (see ``rows.guard_redaction``).
+block) and the run's counters. They are written by one background thread
+while the caller merges the next nodes (zstd and SQLite release the GIL), at
+most a few nodes behind, so memory stays bounded; ``finish`` waits for it.
+
+What the engine hands over, and when: each node *after* the merge wrote it
+(a node whose output turned out unparseable is then FAILED, and is recorded
+so), with its rows already redacted -- ``redact_columns`` is checked again
+here as a second wall (see ``rows.guard_redaction``).
 """
 
 from __future__ import annotations
