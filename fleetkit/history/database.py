@@ -123,7 +123,7 @@ def open_database(path: str | Path, *, lock_timeout: float, create: bool = True)
     target = Path(path)
     if target.is_dir():
         raise HistoryError(f"history file {target} is a directory")
-    if not target.exists():
+    if not target.exists() or (not create and target.stat().st_size == 0):
         if not create:
             raise NoHistoryError(f"no history at {target} (nothing recorded yet)")
         _create_file(target)

@@ -152,6 +152,11 @@ def test_reading_a_history_that_does_not_exist_says_nothing_was_recorded(tmp_pat
         open_history(settings(tmp_path), for_writing=False)
     assert caught.value.exit_status is ExitStatus.BAD_INPUT
     assert not (tmp_path / ".fleetkit").exists()
+    # A file another fleetkit has just created and not yet initialised reads the same.
+    (tmp_path / ".fleetkit").mkdir()
+    (tmp_path / ".fleetkit" / "history.db").touch()
+    with pytest.raises(NoHistoryError):
+        open_history(settings(tmp_path), for_writing=False)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file permissions")
