@@ -52,8 +52,9 @@ class RowBlock:
         """The rows of a node's osqueryi output whose JSON array begins at ``start``
         (after the ``--connect`` banner): one slice, no per-row work.
 
-        Only for output whose framing the caller proved (the merge's fast path
-        does, and knows ``count``; without it the rows are counted here).
+        For output the merge accepted: its fast path proved the framing and knows
+        ``count``; without ``count`` the line structure is checked here (two
+        counting passes) and ValueError raised when it is not one row per line.
         """
         end = len(stdout)
         while end > start and stdout[end - 1] == 0x0A:  # rstrip without copying the output
@@ -63,7 +64,14 @@ class RowBlock:
         if not stdout.startswith(b"[\n  {", start) or not stdout.endswith(b"}\n]", 0, end):
             raise ValueError("not osqueryi's one-row-per-line JSON framing")
         data = stdout[start + 4 : end - 2]
-        return cls(data, data.count(b"\n") + 1 if count is None else count)
+        if count is not None:
+            return cls(data, count)
+        # Not proven by the caller: every line break must be a row separator (a valid JSON
+        # string holds no raw newline, so this is exactly "one row per line").
+        lines = data.count(b"\n")
+        if data.count(SEPARATOR + b"{") != lines:
+            raise ValueError("not osqueryi's one-row-per-line JSON framing")
+        return cls(data, lines + 1)
 
     @classmethod
     def joined(cls, rows: list[bytes]) -> RowBlock:

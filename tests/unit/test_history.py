@@ -342,3 +342,5 @@ def test_row_blocks_take_osqueryi_framing_or_refuse_it() -> None:
         RowBlock.from_osqueryi_output(b'[{"a":"1"},{"a":"2"}]\n', 0)
     with pytest.raises(ValueError, match="framing"):
         RowBlock.from_osqueryi_output(b'[\n  {"a":"1"},\n', 0)  # truncated
+    with pytest.raises(ValueError, match="framing"):  # valid JSON, but not one row per line
+        RowBlock.from_osqueryi_output(b'[\n  {"a":\n"1"},\n  {"a":"2"}\n]\n', 0)
