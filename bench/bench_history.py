@@ -12,11 +12,16 @@ medians of --repeat:
   run's node outputs to a file: the baseline;
 - ``merge+history``: the same merge, each node also handed to the recorder
   as the engine will (``RowBlock.from_osqueryi_output`` on the output the
-  merge just tagged), the run finished, then ``diff`` against the previous
-  run written as NDJSON events. A copy of a history holding the previous
-  run is used each time, so every repetition starts from the same state.
+  merge just tagged; without the row count the merge's fast path knows, so
+  the block's line structure is checked here: the conservative path), the
+  run finished, then ``diff`` against the previous run written as NDJSON
+  events. A copy of a history holding the previous run is used each time,
+  so every repetition starts from the same state.
 
-Added time = merge+history - merge. Two shapes of "the previous run":
+Added time = merge+history - merge, in wall time and in CPU time of all
+threads (the recorder compresses and writes on a second thread, so on an
+idle 2-core machine wall time hides part of its CPU; on a busy one the CPU
+ratio is the steadier figure). Two shapes of "the previous run":
 
 - ``some``: 5% of nodes changed (10 rows gone, 10 new each), another 5%
   answered the same rows in another order (no change), the rest identical;
