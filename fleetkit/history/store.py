@@ -167,8 +167,10 @@ class History:
                     ids = [
                         row[0]
                         for row in connection.execute(
-                            "SELECT run_id FROM runs WHERE started_at < ? AND status != ? LIMIT ?",
-                            (cutoff, RunStatus.RECORDING.value, _PRUNE_BATCH),
+                            # Whatever the status: keep_days >= 1, so a run started before the
+                            # cutoff and still "recording" lost its recorder long ago.
+                            "SELECT run_id FROM runs WHERE started_at < ? LIMIT ?",
+                            (cutoff, _PRUNE_BATCH),
                         )
                     ]
                     connection.executemany("DELETE FROM runs WHERE run_id = ?", [(i,) for i in ids])

@@ -227,13 +227,17 @@ def test_keep_days_prunes_old_runs_after_a_recording(tmp_path: Path) -> None:
     clock = Clock()
     with open_store(tmp_path, clock, keep_days=7) as history:
         old = record(history, [Node("n1", PROCS)], started_at=clock())
+        abandoned = history.begin_run(  # its recorder died: never finished
+            kind="query", question=Question("SELECT 1"), scope={}, transport="ssh"
+        )
         clock.advance(days=3)
         middle = record(history, [Node("n1", PROCS)], started_at=clock())
         clock.advance(days=5)  # old is 8 days old now, middle 5
         new = record(history, [Node("n1", PROCS)], started_at=clock())
         assert [r.run_id for r in history.list_runs()] == [new.run_id, middle.run_id]
-        with pytest.raises(UnknownRunError):
-            history.get_run(old.run_id)
+        for gone in (old.run_id, abandoned.run_id):
+            with pytest.raises(UnknownRunError):
+                history.get_run(gone)
         left = history.database.connection.execute(
             "SELECT COUNT(*) FROM nodes WHERE run_id = ?", (old.run_id,)
         ).fetchone()[0]
