@@ -46,13 +46,19 @@ class RunReader:
 
     # ------------------------------------------------------------------ runs
 
-    def list_runs(self, *, kind: str | None = None, limit: int | None = None) -> list[RunSummary]:
+    def list_runs(
+        self, *, kind: str | None = None, pack: str | None = None, limit: int | None = None
+    ) -> list[RunSummary]:
         """Newest first (by start time)."""
         sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        where: list[str] = []
         params: list[Any] = []
-        if kind:
-            sql += " WHERE kind = ?"
-            params.append(kind)
+        for column, value in (("kind", kind), ("pack", pack)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC, run_id DESC"
         if limit is not None:
             sql += " LIMIT ?"

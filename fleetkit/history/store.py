@@ -192,8 +192,11 @@ class History:
 
     # ------------------------------------------------------------------ reading
 
-    def list_runs(self, *, kind: str | None = None, limit: int | None = None) -> list[RunSummary]:
-        return self.reader.list_runs(kind=kind, limit=limit)
+    def list_runs(
+        self, *, kind: str | None = None, pack: str | None = None, limit: int | None = None
+    ) -> list[RunSummary]:
+        """Newest first, with coverage; ``kind``/``pack`` filter, ``limit`` caps."""
+        return self.reader.list_runs(kind=kind, pack=pack, limit=limit)
 
     def get_run(self, run_id: str) -> RunSummary:
         """By id or unique prefix; UnknownRunError (exit 2) names what is wrong."""
@@ -205,6 +208,10 @@ class History:
     def node_blocks(self, run_id: str) -> Iterator[tuple[NodeEntry, RowBlock]]:
         """Nodes with their rows in recorded order (for ``show``; one node at a time)."""
         return self.reader.node_blocks(self.get_run(run_id).run_id)
+
+    def node_rows(self, run_id: str, node_id: str) -> RowBlock:
+        """One node's rows in a run (empty when it did not answer or is not in the run)."""
+        return self.reader.node_block(self.get_run(run_id).run_id, node_id)
 
     def unanswered(self, run_id: str) -> list[NodeEntry]:
         """The nodes ``--retry-missing`` asks again: failed, timed out or missing."""

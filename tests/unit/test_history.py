@@ -61,6 +61,9 @@ def test_a_run_is_recorded_with_its_coverage_and_listed_newest_first(tmp_path: P
         assert newest.coverage.asked == 5 and newest.coverage.percent == 40.0
         assert newest.row_count == 2
         assert [r.run_id for r in history.list_runs(kind="query")] == [first.run_id]
+        assert history.list_runs(pack="nope") == []
+        assert history.node_rows(first.run_id, "n1").count == 2
+        assert history.node_rows(second.run_id, "n3").count == 0
         assert len(history.list_runs(limit=1)) == 1
         entries = history.entries(second.run_id)
         assert [(e.node_id, e.state) for e in entries] == [
