@@ -24,7 +24,13 @@ from fleetkit.history.model import (
     RunStatus,
     RunSummary,
 )
-from fleetkit.history.policy import PolicyState, PolicyVerdict, Transition, Verdict
+from fleetkit.history.policy import (
+    PolicyState,
+    PolicyVerdict,
+    RecordedVerdict,
+    Transition,
+    Verdict,
+)
 from fleetkit.history.recorder import RunRecorder
 from fleetkit.history.rows import RowBlock, as_osqueryi_output
 from fleetkit.history.settings import HistorySettings
@@ -44,6 +50,7 @@ __all__ = [
     "PolicyVerdict",
     "Question",
     "RecordOutcome",
+    "RecordedVerdict",
     "RowBlock",
     "RowChange",
     "RunDiff",

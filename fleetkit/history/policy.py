@@ -23,7 +23,7 @@ answer) neither fix nor break a failing streak:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -85,16 +85,60 @@ def insert_verdicts(
     connection: sqlite3.Connection, run_id: str, at: str, verdicts: Iterable[PolicyVerdict]
 ) -> int:
     """Store a run's verdicts (a late answer replaces the node's earlier verdict)."""
-    rows = [
-        (run_id, v.node_id, v.hostname, v.policy, Verdict(str(v.verdict).upper()).value, at)
-        for v in verdicts
-    ]
+    rows = [(run_id, v.node_id, v.hostname, v.policy, _verdict(v.verdict), at) for v in verdicts]
     connection.executemany(
         "INSERT OR REPLACE INTO verdicts (run_id, node_id, hostname, policy, verdict, at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
         rows,
     )
     return len(rows)
+
+
+_VERDICTS = {v.value: v.value for v in Verdict}
+
+
+def checked_verdicts(verdicts: Iterable[PolicyVerdict]) -> list[PolicyVerdict]:
+    """The verdicts with their verdict spelled as stored; ValueError for an unknown one."""
+    return [PolicyVerdict(v.node_id, v.hostname, v.policy, _verdict(v.verdict)) for v in verdicts]
+
+
+def _verdict(value: object) -> str:
+    text = str(value).upper()
+    if text not in _VERDICTS:
+        raise ValueError(f"unknown verdict {value!r} (one of {', '.join(_VERDICTS)})")
+    return text
+
+
+@dataclass(frozen=True)
+class RecordedVerdict:
+    """One verdict as recorded, with its run's start (for trends over runs)."""
+
+    run_id: str
+    at: str
+    node_id: str
+    hostname: str
+    policy: str
+    verdict: Verdict
+
+
+def verdict_history(
+    connection: sqlite3.Connection, *, since: str | None = None, pack: str | None = None
+) -> Iterator[RecordedVerdict]:
+    """Every recorded verdict (oldest run first), optionally from ``since`` on and of one pack."""
+    sql = "SELECT run_id, at, node_id, hostname, policy, verdict FROM verdicts"
+    where: list[str] = []
+    params: list[object] = []
+    if since is not None:
+        where.append("at >= ?")
+        params.append(since)
+    if pack is not None:
+        where.append("substr(policy, 1, ?) = ?")
+        params += [len(pack) + 1, f"{pack}/"]  # policies are "pack/name"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY at, run_id, policy, hostname, node_id"
+    for run_id, at, node_id, hostname, policy, verdict in connection.execute(sql, params):
+        yield RecordedVerdict(run_id, at, node_id, hostname, policy, Verdict(verdict))
 
 
 _STATE_SQL = """

@@ -40,7 +40,7 @@ from fleetkit.history.model import (
     iso,
     parse_state,
 )
-from fleetkit.history.policy import PolicyVerdict, insert_verdicts
+from fleetkit.history.policy import PolicyVerdict, checked_verdicts, insert_verdicts
 from fleetkit.history.rows import Codec, RowBlock, guard_redaction, to_block
 
 #: Longest error text kept per node (it came from a node: bounded).
@@ -141,7 +141,7 @@ class RunRecorder:
         """Policy verdicts of this run (``invoke policy``), for first-failed/fixed state."""
         if self._finished is not None:
             raise ValueError(f"run {self.run_id} is already finished")
-        batch = list(verdicts)
+        batch = checked_verdicts(verdicts)
         self._writer.submit(lambda: self._write_verdicts(batch))
 
     def _write_node(self, entry: NodeEntry, block: RowBlock, redacted: int) -> None:

@@ -35,7 +35,7 @@ from fleetkit.history.model import (
     iso,
     new_run_id,
 )
-from fleetkit.history.policy import PolicyState, policy_states
+from fleetkit.history.policy import PolicyState, RecordedVerdict, policy_states, verdict_history
 from fleetkit.history.reader import RunReader
 from fleetkit.history.recorder import Mirror, RunRecorder
 from fleetkit.history.rows import RowBlock
@@ -268,6 +268,19 @@ class History:
             )
         except sqlite3.Error as exc:
             raise self.database.error(exc, "read policy state") from None
+        except ValueError as exc:
+            raise self.database.error(ValueError(f"corrupt verdict ({exc})"), "read") from None
+
+    def verdict_history(
+        self, *, since: datetime | None = None, pack: str | None = None
+    ) -> Iterator[RecordedVerdict]:
+        """Every recorded policy verdict, oldest run first (trends, the report's matrix)."""
+        try:
+            yield from verdict_history(
+                self.database.connection, since=iso(since) if since else None, pack=pack
+            )
+        except sqlite3.Error as exc:
+            raise self.database.error(exc, "read policy verdicts") from None
         except ValueError as exc:
             raise self.database.error(ValueError(f"corrupt verdict ({exc})"), "read") from None
 

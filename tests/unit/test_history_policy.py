@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetkit.history import History, PolicyVerdict, Question, Transition
+import pytest
+
+from fleetkit.history import History, PolicyVerdict, Question, Transition, Verdict
 from tests.unit.history_helpers import Clock, open_store
 
 POLICY = "ssh-keys/keys-encrypted"
@@ -87,3 +89,31 @@ def test_a_late_verdict_replaces_the_nodes_earlier_one(tmp_path: Path) -> None:
             late.add_node(node_id="web", hostname="host-web", status="ok", rows=[])
             late.add_verdicts([PolicyVerdict("web", "host-web", POLICY, "FAIL")])
         assert states(history, run)["web"][:2] == ("FAIL", Transition.NEWLY_FAILING)
+
+
+def test_verdict_history_gives_every_verdict_oldest_first_for_trends(tmp_path: Path) -> None:
+    clock = Clock()
+    with open_store(tmp_path, clock) as history:
+        first = policy_run(history, clock, {"web": "PASS", "db": "FAIL"})
+        second = policy_run(history, clock, {"web": "FAIL"})
+        got = [(v.run_id, v.hostname, v.verdict.value) for v in history.verdict_history()]
+        assert got == [
+            (first, "host-db", "FAIL"),
+            (first, "host-web", "PASS"),
+            (second, "host-web", "FAIL"),
+        ]
+        assert [v.run_id for v in history.verdict_history(since=clock.now)] == []
+        assert len(list(history.verdict_history(pack="ssh-keys"))) == 3
+        assert list(history.verdict_history(pack="ssh")) == []
+
+
+def test_an_unknown_verdict_is_a_programming_error(tmp_path: Path) -> None:
+    with open_store(tmp_path) as history:
+        recorder = history.begin_run(
+            kind="policy", question=Question("SELECT 1"), scope={}, transport="ssh"
+        )
+        with pytest.raises(ValueError, match="unknown verdict 'maybe'"):
+            recorder.add_verdicts([PolicyVerdict("n", "h", POLICY, "maybe")])
+        recorder.add_verdicts([PolicyVerdict("n", "h", POLICY, "pass")])  # any case
+        assert recorder.finish().complete
+        assert [v.verdict for v in history.verdict_history()] == [Verdict.PASS]
