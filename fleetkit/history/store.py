@@ -281,7 +281,7 @@ class History:
             )
         except sqlite3.Error as exc:
             raise self.database.error(exc, "read policy verdicts") from None
-        except ValueError as exc:
+        except (ValueError, KeyError) as exc:
             raise self.database.error(ValueError(f"corrupt verdict ({exc})"), "read") from None
 
     def unanswered_streaks(self, run_id: str) -> dict[str, int]:

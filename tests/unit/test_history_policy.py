@@ -96,12 +96,8 @@ def test_verdict_history_gives_every_verdict_oldest_first_for_trends(tmp_path: P
     with open_store(tmp_path, clock) as history:
         first = policy_run(history, clock, {"web": "PASS", "db": "FAIL"})
         second = policy_run(history, clock, {"web": "FAIL"})
-        got = [(v.run_id, v.hostname, v.verdict.value) for v in history.verdict_history()]
-        assert got == [
-            (first, "host-db", "FAIL"),
-            (first, "host-web", "PASS"),
-            (second, "host-web", "FAIL"),
-        ]
+        got = [(v.run_id, v.node_id, v.verdict.value) for v in history.verdict_history()]
+        assert got == [(first, "db", "FAIL"), (first, "web", "PASS"), (second, "web", "FAIL")]
         assert [v.run_id for v in history.verdict_history(since=clock.now)] == []
         assert len(list(history.verdict_history(pack="ssh-keys"))) == 3
         assert list(history.verdict_history(pack="ssh")) == []
