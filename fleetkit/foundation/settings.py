@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from fleetkit.foundation.history_settings import KEYS as HISTORY_KEYS
+from fleetkit.foundation.history_settings import SECTION as HISTORY_SECTION
+from fleetkit.foundation.history_settings import HistorySettings, read_history
 from fleetkit.foundation.secrets import Secret
 from fleetkit.foundation.settings_reader import (
     Reader,
@@ -158,6 +161,8 @@ class Settings:
     osquery: OsquerySettings
     bacalhau: BacalhauSettings
     query: QuerySettings
+    #: Where every fleet run is recorded (default: .fleetkit/history.db beside fleetkit.yaml).
+    history: HistorySettings
     #: push (fetch once here, upload) or pull (each host downloads)
     transfer_mode: str = "push"
     #: where push mode caches downloaded packages
@@ -199,6 +204,7 @@ def load_settings(environ: Mapping[str, str], cwd: str, path: str | None = None)
             "templates_dir",
             "hunt",
             "quarantine",
+            "history",
         },
     )
     inventory_dir = top.path("inventory", base, "inventory")
@@ -225,6 +231,7 @@ def load_settings(environ: Mapping[str, str], cwd: str, path: str | None = None)
         quarantine_rollback_seconds=top.child("quarantine", {"rollback_seconds"}).number(
             "rollback_seconds", 30.0
         ),
+        history=read_history(top.child(HISTORY_SECTION, HISTORY_KEYS), base),
     )
 
 

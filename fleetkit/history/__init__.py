@@ -7,6 +7,7 @@ Storage: SQLite (``store``, ``database``), rows as compressed NDJSON blocks
 (``rows``); optionally the same records in S3 (``s3layout``).
 """
 
+from fleetkit.foundation.history_settings import HistorySettings
 from fleetkit.history.diff import NodeChange, RowChange, RunDiff
 from fleetkit.history.errors import (
     DiffMismatchError,
@@ -33,7 +34,6 @@ from fleetkit.history.policy import (
 )
 from fleetkit.history.recorder import RunRecorder
 from fleetkit.history.rows import RowBlock, as_osqueryi_output
-from fleetkit.history.settings import HistorySettings
 from fleetkit.history.store import History, open_history
 
 __all__ = [

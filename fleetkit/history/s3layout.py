@@ -42,12 +42,12 @@ from typing import Any
 import botocore.exceptions
 
 from fleetkit.clients.s3 import ResultStore
+from fleetkit.foundation.history_settings import HistorySettings
 from fleetkit.foundation.settings import S3Settings
 from fleetkit.history.errors import HistoryError
 from fleetkit.history.model import NodeEntry, RunSummary
 from fleetkit.history.reader import RunReader
 from fleetkit.history.rows import SEPARATOR, RowBlock
-from fleetkit.history.settings import HistorySettings
 
 FORMAT = "fleetkit-history/1"
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from fleetkit.foundation.history_settings import HistorySettings
 from fleetkit.history.database import Database, open_database
 from fleetkit.history.diff import RunDiff
 from fleetkit.history.errors import DiffMismatchError, HistoryError, UnknownRunError
@@ -39,7 +40,6 @@ from fleetkit.history.policy import PolicyState, RecordedVerdict, policy_states,
 from fleetkit.history.reader import RunReader
 from fleetkit.history.recorder import Mirror, RunRecorder
 from fleetkit.history.rows import RowBlock
-from fleetkit.history.settings import HistorySettings
 
 #: Scope keys that do not change what is asked (so they do not split "same question").
 _SCOPE_KEY_IGNORES = ("timeout",)
