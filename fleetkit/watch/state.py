@@ -1,0 +1,403 @@
+"""The watch's status file: is it running, when did each pack last complete a run.
+
+The watch rewrites it (atomically) when a run starts or ends and every
+heartbeat while idle; ``invoke verify`` reads it from the control plane
+through :func:`parse_status` and judges it with :func:`assess_status`. It also
+carries the notification ledger: per pack, the last run whose events were
+handed to the sinks (see :mod:`.session`), which is how a restarted watch
+knows what it already sent. Format (JSON, UTF-8, at most 1 MiB)::
+
+    {
+      "format": "fleetkit-watch-status/1",
+      "pid": 4242,
+      "state": "idle",                      # starting | idle | running | stopped
+      "stop_reason": null,                  # terminated | interrupted | once | null
+      "started_at": "2025-01-01T10:00:00.000000Z",
+      "updated_at": "2025-01-01T10:05:00.000000Z",   # the heartbeat
+      "heartbeat_seconds": 30,
+      "packs": {
+        "ssh-keys": {
+          "interval": 3600, "runs": 5, "failed_runs": 1,
+          "last_run_id": "...", "last_started_at": "...", "last_finished_at": "...",
+          "last_outcome": "ok",             # ok | failed | interrupted | null
+          "last_error": null,
+          "last_completed_at": "...",       # end of the last run that completed
+          "next_due_at": "...",
+          "notified_run_id": "...", "notified_started_at": "..."
+        }
+      },
+      "notifications": {"delivered": 3, "dropped": 0, "failed": 0, "abandoned": 0,
+                        "retries": 1, "queued": 0}
+    }
+
+The file is written by the watch but read by verify as hostile input (it sits
+on a host that may be compromised): strictly typed, bounded, no unknown keys.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fleetkit.foundation.atomic import atomic_write
+from fleetkit.foundation.inventory import NAME_RE
+from fleetkit.foundation.status import ConfigError
+from fleetkit.watch.notify import Counters
+from fleetkit.watch.session import RunMark
+
+STATUS_FORMAT = "fleetkit-watch-status/1"
+MAX_STATUS_BYTES = 1024 * 1024
+MAX_PACKS = 1024
+MAX_ERROR_CHARS = 500
+STATES = ("starting", "idle", "running", "stopped")
+STOP_REASONS = ("terminated", "interrupted", "once")
+OUTCOMES = ("ok", "failed", "interrupted")
+_TIME_RE = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
+_RUN_ID_RE = re.compile(r"\A[A-Za-z0-9._:-]{1,80}\Z")
+_TOP_KEYS = {
+    "format",
+    "pid",
+    "state",
+    "stop_reason",
+    "started_at",
+    "updated_at",
+    "heartbeat_seconds",
+    "packs",
+    "notifications",
+}
+
+
+def iso_now(moment: datetime) -> str:
+    """The status file's time format (the history's too): UTC, microseconds, ``Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class PackStatus:
+    interval: float
+    runs: int = 0
+    failed_runs: int = 0
+    last_run_id: str | None = None
+    last_started_at: str | None = None
+    last_finished_at: str | None = None
+    last_outcome: str | None = None
+    last_error: str | None = None
+    last_completed_at: str | None = None
+    next_due_at: str | None = None
+    #: The notification ledger: the last run whose events went to the sinks.
+    notified_run_id: str | None = None
+    notified_started_at: str | None = None
+
+
+@dataclass(frozen=True)
+class WatchStatus:
+    pid: int
+    state: str
+    started_at: str
+    updated_at: str
+    heartbeat_seconds: float
+    packs: Mapping[str, PackStatus] = field(default_factory=dict)
+    notifications: Counters = field(default_factory=Counters)
+    stop_reason: str | None = None
+
+    def to_json(self) -> bytes:
+        data = {
+            "format": STATUS_FORMAT,
+            "pid": self.pid,
+            "state": self.state,
+            "stop_reason": self.stop_reason,
+            "started_at": self.started_at,
+            "updated_at": self.updated_at,
+            "heartbeat_seconds": self.heartbeat_seconds,
+            "packs": {name: asdict(p) for name, p in sorted(self.packs.items())},
+            "notifications": asdict(self.notifications),
+        }
+        return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class StatusBoard:
+    """The watch's live status, written to the file on every change.
+
+    The scheduler updates it (one thread); the webhook's counters and the
+    notification ledger (``pack -> (started_at, run_id)`` of the last notified
+    run) are read when the file is written, so the file commits the ledger.
+    """
+
+    def __init__(
+        self,
+        path: str | None,
+        status: WatchStatus,
+        *,
+        counters: Callable[[], Counters] = Counters,
+        ledger: Mapping[str, RunMark | None] | None = None,
+    ) -> None:
+        self.path = path
+        self.status = status
+        self.counters = counters
+        self.ledger = ledger if ledger is not None else {}
+        #: The heartbeat thread writes too.
+        self._lock = threading.RLock()
+
+    def update(self, **changes: Any) -> None:
+        with self._lock:
+            self.status = replace(self.status, **changes)
+
+    def pack(self, name: str) -> PackStatus:
+        return self.status.packs[name]
+
+    def update_pack(self, name: str, **changes: Any) -> None:
+        with self._lock:
+            packs = dict(self.status.packs)
+            packs[name] = replace(packs[name], **changes)
+            self.status = replace(self.status, packs=packs)
+
+    def write(self, now: datetime) -> None:
+        with self._lock:
+            self._write(now)
+
+    def _write(self, now: datetime) -> None:
+        packs = dict(self.status.packs)
+        for name, mark in self.ledger.items():
+            if name in packs and mark is not None:
+                started_at, run_id = mark
+                packs[name] = replace(
+                    packs[name], notified_run_id=run_id, notified_started_at=started_at
+                )
+        self.status = replace(
+            self.status, updated_at=iso_now(now), notifications=self.counters(), packs=packs
+        )
+        if self.path is not None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, self.status.to_json(), mode=0o640)
+
+
+def ledger_of(status: WatchStatus | None) -> dict[str, RunMark | None]:
+    """The notification ledger a previous watch left: pack -> its last notified run."""
+    if status is None:
+        return {}
+    return {
+        name: RunMark(p.notified_started_at, p.notified_run_id)
+        if p.notified_run_id and p.notified_started_at
+        else None
+        for name, p in status.packs.items()
+    }
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_status(path: str | Path) -> WatchStatus | None:
+    """The status file, or None when there is none (a watch that never ran)."""
+    target = Path(path)
+    try:
+        with target.open("rb") as handle:
+            data = handle.read(MAX_STATUS_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the watch status: {exc.strerror}", file=str(path)) from None
+    return parse_status(data, file=str(path))
+
+
+def parse_status(data: bytes, *, file: str) -> WatchStatus:
+    """Strictly read a status file's bytes; every problem names the file and the key."""
+    if len(data) > MAX_STATUS_BYTES:
+        raise ConfigError(f"larger than {MAX_STATUS_BYTES} bytes", file=file)
+    try:
+        raw = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"not a watch status file: {str(exc)[:200]}", file=file) from None
+    r = _Fields(raw, file=file, key="", allowed=_TOP_KEYS)
+    if r.get("format", str) != STATUS_FORMAT:
+        raise r.err("format", f"expected {STATUS_FORMAT!r}")
+    packs_raw = r.get("packs", dict)
+    if len(packs_raw) > MAX_PACKS:
+        raise r.err("packs", f"more than {MAX_PACKS} packs")
+    packs = {}
+    for name in packs_raw:
+        if not NAME_RE.fullmatch(name):
+            raise r.err("packs", f"invalid pack name {name[:80]!r}")
+        packs[name] = _pack_status(r.child("packs", name, set(PackStatus.__dataclass_fields__)))
+    counters = r.child("notifications", None, set(Counters.__dataclass_fields__))
+    return WatchStatus(
+        pid=r.count("pid", low=1),
+        state=r.choice("state", STATES),
+        stop_reason=r.optional_choice("stop_reason", STOP_REASONS),
+        started_at=r.time("started_at"),
+        updated_at=r.time("updated_at"),
+        heartbeat_seconds=r.number("heartbeat_seconds"),
+        packs=packs,
+        notifications=Counters(**{name: counters.count(name) for name in counters.allowed}),
+    )
+
+
+def _pack_status(p: _Fields) -> PackStatus:
+    return PackStatus(
+        interval=p.number("interval"),
+        runs=p.count("runs"),
+        failed_runs=p.count("failed_runs"),
+        last_run_id=p.optional_run_id("last_run_id"),
+        last_started_at=p.optional_time("last_started_at"),
+        last_finished_at=p.optional_time("last_finished_at"),
+        last_outcome=p.optional_choice("last_outcome", OUTCOMES),
+        last_error=p.optional_text("last_error"),
+        last_completed_at=p.optional_time("last_completed_at"),
+        next_due_at=p.optional_time("next_due_at"),
+        notified_run_id=p.optional_run_id("notified_run_id"),
+        notified_started_at=p.optional_time("notified_started_at"),
+    )
+
+
+class _Fields:
+    """Typed access to one JSON object of the status file; every key is required."""
+
+    def __init__(self, value: Any, *, file: str, key: str, allowed: set[str]) -> None:
+        self.file, self.key, self.allowed = file, key, allowed
+        if not isinstance(value, dict):
+            raise ConfigError("expected an object", file=file, key=key or "(top level)")
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ConfigError("unknown key", file=file, key=self._k(unknown[0][:80]))
+        missing = sorted(allowed - set(value))
+        if missing:
+            raise ConfigError("missing", file=file, key=self._k(missing[0]))
+        self.data: dict[str, Any] = value
+
+    def _k(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def err(self, name: str, message: str) -> ConfigError:
+        return ConfigError(message, file=self.file, key=self._k(name))
+
+    def child(self, name: str, sub: str | None, allowed: set[str]) -> _Fields:
+        value = self.data[name] if sub is None else self.data[name][sub]
+        key = self._k(name) if sub is None else f"{self._k(name)}.{sub}"
+        return _Fields(value, file=self.file, key=key, allowed=allowed)
+
+    def get(self, name: str, kind: type) -> Any:
+        value = self.data[name]
+        if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+            raise self.err(name, f"expected {kind.__name__}")
+        return value
+
+    def count(self, name: str, *, low: int = 0) -> int:
+        value = self.get(name, int)
+        if not low <= value <= 2**53:
+            raise self.err(name, f"expected a count >= {low}")
+        return int(value)
+
+    def number(self, name: str) -> float:
+        value = self.data[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+            raise self.err(name, "expected a positive number of seconds")
+        return float(value)
+
+    def _optional(self, name: str, check: Callable[[str], bool], what: str) -> str | None:
+        value = self.data[name]
+        if value is None:
+            return None
+        if not isinstance(value, str) or not check(value):
+            raise self.err(name, f"expected {what} or null")
+        return value
+
+    def time(self, name: str) -> str:
+        value = self._optional(name, _valid_time, "a UTC time like 2025-01-01T10:00:00.000000Z")
+        if value is None:
+            raise self.err(name, "required")
+        return value
+
+    def optional_time(self, name: str) -> str | None:
+        return self._optional(name, _valid_time, "a UTC time like 2025-01-01T10:00:00.000000Z")
+
+    def optional_run_id(self, name: str) -> str | None:
+        return self._optional(name, lambda v: bool(_RUN_ID_RE.match(v)), "a run id")
+
+    def optional_text(self, name: str) -> str | None:
+        return self._optional(name, lambda v: len(v) <= MAX_ERROR_CHARS, "a short text")
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.optional_choice(name, choices)
+        if value is None:
+            raise self.err(name, "required")
+        return value
+
+    def optional_choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        return self._optional(name, lambda v: v in choices, f"one of {', '.join(choices)}")
+
+
+def _valid_time(text: str) -> bool:
+    if not _TIME_RE.match(text):
+        return False
+    try:
+        parse_time(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:80]!r}")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# --------------------------------------------------------------------------- judging
+
+
+@dataclass(frozen=True)
+class WatchHealth:
+    """What ``invoke verify`` reports about the watch."""
+
+    ok: bool
+    message: str
+    #: End of the most recent run that completed, any pack; None = none yet.
+    last_completed_at: str | None
+
+
+def assess_status(
+    status: WatchStatus | None, *, now: datetime, stale_after: float | None = None
+) -> WatchHealth:
+    """Running means: not stopped, and a heartbeat within ``stale_after`` seconds
+    (default: three heartbeats). A watch that never completed a run is not yet ok."""
+    if status is None:
+        return WatchHealth(False, "no status file: the watch has never run", None)
+    completed = [p.last_completed_at for p in status.packs.values() if p.last_completed_at]
+    last = max(completed) if completed else None
+    if status.state == "stopped":
+        reason = f" ({status.stop_reason})" if status.stop_reason else ""
+        return WatchHealth(False, f"stopped{reason} at {status.updated_at}", last)
+    limit = stale_after if stale_after is not None else 3 * status.heartbeat_seconds
+    age = (now - parse_time(status.updated_at)).total_seconds()
+    if age > limit:
+        return WatchHealth(
+            False, f"no heartbeat for {age:.0f}s (pid {status.pid}): not running", last
+        )
+    if last is None:
+        return WatchHealth(False, f"running (pid {status.pid}), no run completed yet", None)
+    failing = sorted(n for n, p in status.packs.items() if p.last_outcome == "failed")
+    note = f"; last run failed: {', '.join(failing)}" if failing else ""
+    return WatchHealth(True, f"running (pid {status.pid}), last run completed {last}{note}", last)
