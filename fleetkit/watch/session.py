@@ -6,8 +6,8 @@ in the status file). A run is notified when it is newer than that mark,
 ordered as the history orders runs, by (start time, run id):
 
 - after each run the watch records, its events are computed from the history
-  and published, then the mark moves to that run (and the status file is
-  written): the commit point;
+  and published, then the mark moves to that run and ``commit`` writes the
+  status file: the commit point;
 - on start, runs of a pack newer than the mark (recorded by a watch that died
   before publishing) are notified then, once, with the same event ids;
 - a pack with no mark (first start, or the status file was lost) adopts its
@@ -22,7 +22,7 @@ on the event id for the opposite case, a run notified twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 from fleetkit.watch.events import Event
@@ -72,9 +72,13 @@ class Notifications:
         *,
         missing_after: int,
         limit: int = DEFAULT_EVENT_LIMIT,
+        commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.history = history
         self.notifier = notifier
+        #: Persists the ledger (the watch writes its status file): called after each
+        #: notified run, so a crash later never re-sends that run.
+        self.commit = commit
         self.ledger: dict[str, RunMark | None] = ledger if ledger is not None else {}
         self.missing_after = missing_after
         self.limit = limit
@@ -103,4 +107,5 @@ class Notifications:
         )
         self.notifier.publish(events)
         self.ledger[pack] = run
+        self.commit()
         return events
