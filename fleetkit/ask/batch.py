@@ -35,7 +35,7 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from fleetkit.ask.packs import Statement
 from fleetkit.foundation.status import UsageError
@@ -223,7 +223,7 @@ class _FrameError(Exception):
 class _Stream:
     """Bounded reads from the node's stdout (bytes in memory or a spooled file)."""
 
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, source: IO[bytes]) -> None:
         self.source = source
         self.offset = 0
 
@@ -263,7 +263,7 @@ class _Stream:
 
 
 def parse_pack_output(
-    output: bytes | BinaryIO,
+    output: bytes | IO[bytes],
     names: Sequence[str],
     *,
     stderr_limit: int = DEFAULT_STDERR_LIMIT,
@@ -275,7 +275,7 @@ def parse_pack_output(
     statements it concerns (a frame that breaks takes the later ones with it,
     since offsets after it mean nothing) or the answer's ``problem``.
     """
-    source: BinaryIO = io.BytesIO(output) if isinstance(output, bytes) else output
+    source: IO[bytes] = io.BytesIO(output) if isinstance(output, bytes) else output
     stream = _Stream(source)
     expected = len(names)
     answers: list[QueryAnswer] = []

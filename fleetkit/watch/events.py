@@ -48,7 +48,7 @@ class Event:
     subject: str
     #: When the run that saw the change started (ISO 8601 UTC).
     at: str
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def payload(self) -> dict[str, Any]:
         """The JSON object a webhook receives."""
@@ -66,10 +66,9 @@ class Event:
         }
 
     def body(self) -> bytes:
-        """The exact bytes POSTed (and signed): compact, sorted keys, UTF-8."""
-        return json.dumps(
-            self.payload(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+        """The exact bytes POSTed (and signed): compact, sorted keys, ASCII (every non-ASCII
+        character escaped, so even a lone surrogate from a hostile node encodes)."""
+        return json.dumps(self.payload(), sort_keys=True, separators=(",", ":")).encode()
 
     def log_line(self) -> str:
         """One terminal-safe line for the log sink."""
@@ -128,7 +127,7 @@ def bounded_row(row: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _field(text: str) -> str:
-    safe = terminal_safe(text)
+    safe = terminal_safe(text.encode("utf-8", "backslashreplace").decode("utf-8"))
     if len(safe) > _LOG_FIELD_CHARS:
         safe = safe[:_LOG_FIELD_CHARS] + "..."
     return safe if safe and " " not in safe and '"' not in safe else json.dumps(safe)

@@ -31,7 +31,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -189,11 +189,14 @@ class Scheduler:
             failed = failed or outcome.status != "ok"
         return self._finish(once=True, failed=failed)
 
-    def run_forever(self) -> ExitStatus:
-        """Every pack on its interval until a stop is requested."""
+    def run_forever(self, delays: Mapping[str, float] | None = None) -> ExitStatus:
+        """Every pack on its interval until a stop is requested; ``delays`` (seconds, by
+        pack) postpone first runs (:func:`~fleetkit.watch.state.resume_delays`)."""
         start = self.clock()
-        due = {p.name: start for p in self.packs}
+        due = {p.name: start + max(0.0, (delays or {}).get(p.name, 0.0)) for p in self.packs}
         order = {p.name: index for index, p in enumerate(self.packs)}
+        for p in self.packs:
+            self.board.update_pack(p.name, next_due_at=self._wall_at(due[p.name]))
         self._set_state("idle")
         next_beat = start + self.heartbeat
         while self.stop_reason is None:

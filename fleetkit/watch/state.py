@@ -122,7 +122,7 @@ class WatchStatus:
             "packs": {name: asdict(p) for name, p in sorted(self.packs.items())},
             "notifications": asdict(self.notifications),
         }
-        return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+        return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
 # --------------------------------------------------------------------------- writing
@@ -194,6 +194,25 @@ def ledger_of(status: WatchStatus | None) -> dict[str, RunMark | None]:
         else None
         for name, p in status.packs.items()
     }
+
+
+def resume_delays(
+    status: WatchStatus | None, intervals: Mapping[str, float], now: datetime
+) -> dict[str, float]:
+    """Seconds until each pack is due when a watch (re)starts, so a restart (or a crash
+    loop) does not run every pack at once: a pack keeps its previous slot when its
+    interval is unchanged and that slot is still ahead (at most one interval away);
+    otherwise it is due now."""
+    delays = dict.fromkeys(intervals, 0.0)
+    if status is None:
+        return delays
+    for name, interval in intervals.items():
+        previous = status.packs.get(name)
+        if previous is None or previous.interval != interval or not previous.next_due_at:
+            continue
+        ahead = (parse_time(previous.next_due_at) - now).total_seconds()
+        delays[name] = min(max(0.0, ahead), interval)
+    return delays
 
 
 # --------------------------------------------------------------------------- reading

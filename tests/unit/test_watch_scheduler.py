@@ -30,7 +30,13 @@ from fleetkit.watch.scheduler import (
     StopReason,
     schedule_of,
 )
-from fleetkit.watch.state import StatusBoard, WatchStatus, iso_now, load_status
+from fleetkit.watch.state import (
+    StatusBoard,
+    WatchStatus,
+    iso_now,
+    load_status,
+    resume_delays,
+)
 from tests.unit.test_watch_notify import Log, closed_port_url
 
 EPOCH = datetime(2025, 1, 1, 10, 0, tzinfo=UTC)
@@ -170,6 +176,30 @@ def test_a_pack_delayed_by_another_runs_once_late_then_back_on_its_slots() -> No
     assert runs.starts("fast") == [50, 60, 80, 100]
     late = [r.late for name, _, r in runs.calls if name == "fast"]
     assert late == [50, 0, 0, 0]
+
+
+def test_a_restarted_watch_keeps_each_packs_slot(tmp_path: Path) -> None:
+    fake, log = FakeTime(), Log()
+    runs = Runs(fake)
+    status_file = tmp_path / "status.json"
+    s = scheduler([ScheduledPack("a", 60)], fake, runs, log, status_file=status_file)
+    stop_at(fake, s, 70, StopReason.TERMINATED)  # runs at 0 and 60, next slot at 120
+    s.run_forever()
+    previous = load_status(status_file)
+    assert previous is not None and previous.packs["a"].next_due_at == "2025-01-01T10:02:00.000000Z"
+    # restarted at t=100: "a" is due in 20 s, "b" is new; a changed interval runs now
+    fake.now = 100.0
+    delays = resume_delays(previous, {"a": 60, "b": 30}, fake.wall())
+    assert delays == {"a": 20.0, "b": 0.0}
+    assert resume_delays(previous, {"a": 90}, fake.wall()) == {"a": 0.0}
+    assert resume_delays(None, {"a": 60}, fake.wall()) == {"a": 0.0}
+    runs2 = Runs(fake)
+    s2 = scheduler(
+        [ScheduledPack("a", 60), ScheduledPack("b", 30)], fake, runs2, log, status_file=status_file
+    )
+    stop_at(fake, s2, 125, StopReason.TERMINATED)
+    s2.run_forever(delays)
+    assert runs2.starts("a") == [120] and runs2.starts("b") == [100]
 
 
 def test_once_runs_each_pack_once_and_says_whether_one_failed() -> None:

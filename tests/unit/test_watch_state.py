@@ -85,6 +85,13 @@ def test_writing_commits_the_notification_ledger(tmp_path: Path) -> None:
     assert ledger_of(status(packs={"p": PackStatus(interval=10)})) == {"p": None}
 
 
+def test_an_error_text_with_a_lone_surrogate_still_writes(tmp_path: Path) -> None:
+    packs = {"a": PackStatus(interval=60, last_outcome="failed", last_error="bad \ud800")}
+    StatusBoard(str(tmp_path / "s.json"), status(packs=packs)).write(NOW)
+    loaded = load_status(tmp_path / "s.json")
+    assert loaded is not None and loaded.packs["a"].last_error == "bad \ud800"
+
+
 def mutate(path: str, value: Any) -> bytes:
     data = raw()
     *parents, last = path.split(".")

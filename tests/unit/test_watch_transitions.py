@@ -139,3 +139,14 @@ def test_hostile_text_is_exact_in_json_escaped_in_the_log_and_rows_are_bounded()
     assert "\x1b" not in line and "\n" not in line and "\\x1b" in line
     carried = events[1].details["row"]
     assert len(carried) == 64 and all(len(v) <= 515 for v in carried.values())
+
+
+def test_a_lone_surrogate_from_a_node_never_breaks_the_body_or_the_log() -> None:
+    observed = RunObservations(
+        RUN, hunts=(HuntObservation("n1", "web-\ud800", "q", ({"p": "\udcff"},), None),)
+    )
+    event = events_of(observed)[0]
+    assert json.loads(event.body())["details"]["row"] == {"p": "\udcff"}
+    assert event.body().isascii()
+    assert "\\ud800" in event.log_line()
+    event.log_line().encode("utf-8")
