@@ -31,6 +31,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from fleetkit.watch.events import Event, EventKind, bounded_row, make_event
 
@@ -122,11 +123,9 @@ def compute_events(
     kept = events[: limit - 1]
     left_out = Counter(e.kind.value for e in events[limit - 1 :])
     kept.append(
-        make_event(
+        _event(
+            run,
             EventKind.EVENTS_TRUNCATED,
-            run_id=run.run_id,
-            pack=run.pack,
-            at=run.started_at,
             details={"left_out": sum(left_out.values()), "by_kind": dict(sorted(left_out.items()))},
         )
     )
@@ -150,11 +149,9 @@ def policy_events(run: RunInfo, observations: Iterable[PolicyObservation]) -> li
         if item.severity:
             details["severity"] = item.severity
         events.append(
-            make_event(
+            _event(
+                run,
                 kind,
-                run_id=run.run_id,
-                pack=run.pack,
-                at=run.started_at,
                 node_id=item.node_id,
                 hostname=item.hostname,
                 subject=item.policy,
@@ -172,11 +169,9 @@ def hunt_events(run: RunInfo, observations: Iterable[HuntObservation]) -> list[E
             if item.severity:
                 details["severity"] = item.severity
             events.append(
-                make_event(
+                _event(
+                    run,
                     EventKind.HUNT_HIT,
-                    run_id=run.run_id,
-                    pack=run.pack,
-                    at=run.started_at,
                     node_id=item.node_id,
                     hostname=item.hostname,
                     subject=f"{item.query}#{digest}",
@@ -212,11 +207,9 @@ def absence_events(
     run: RunInfo, absences: Iterable[NodeAbsence], *, missing_after: int
 ) -> list[Event]:
     return [
-        make_event(
+        _event(
+            run,
             EventKind.NODE_MISSING,
-            run_id=run.run_id,
-            pack=run.pack,
-            at=run.started_at,
             node_id=item.node_id,
             hostname=item.hostname,
             details={"consecutive_runs": item.streak, "reason": item.reason[:500]},
@@ -224,3 +217,7 @@ def absence_events(
         for item in sorted(absences, key=lambda a: (a.hostname, a.node_id))
         if item.streak == missing_after
     ]
+
+
+def _event(run: RunInfo, kind: EventKind, **fields: Any) -> Event:
+    return make_event(kind, run_id=run.run_id, pack=run.pack, at=run.started_at, **fields)
