@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import threading
 import time
@@ -41,7 +40,14 @@ from typing import Protocol
 from fleetkit.foundation.secrets import redact
 from fleetkit.foundation.status import ExitStatus
 from fleetkit.foundation.terminal import terminal_safe
-from fleetkit.watch.state import MAX_ERROR_CHARS, PackStatus, StatusBoard, WatchStatus, iso_now
+from fleetkit.watch.state import (
+    MAX_ERROR_CHARS,
+    PackStatus,
+    StatusBoard,
+    WatchStatus,
+    iso_now,
+    starting_status,
+)
 
 DEFAULT_HEARTBEAT = 30.0
 
@@ -297,14 +303,7 @@ class Scheduler:
 
     # ---- status ------------------------------------------------------------------------------
     def _initial_status(self) -> WatchStatus:
-        now = iso_now(self.wall())
-        return WatchStatus(
-            pid=os.getpid(),
-            state="starting",
-            started_at=now,
-            updated_at=now,
-            heartbeat_seconds=self.heartbeat,
-        )
+        return starting_status(None, heartbeat=self.heartbeat, now=self.wall())
 
     def _ensure_packs_on_board(self) -> None:
         """Packs of this schedule on the board (keeping what a previous watch left)."""

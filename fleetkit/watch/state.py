@@ -37,6 +37,7 @@ on a host that may be compromised): strictly typed, bounded, no unknown keys.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -182,6 +183,32 @@ class StatusBoard:
         if self.path is not None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path, self.status.to_json(), mode=0o640)
+
+
+def starting_status(
+    previous: WatchStatus | None, *, heartbeat: float, now: datetime, pid: int | None = None
+) -> WatchStatus:
+    """What a (re)starting watch's status begins with: per-pack history (run counts, last
+    outcomes, the notification ledger) carried over; counters start again."""
+    moment = iso_now(now)
+    return WatchStatus(
+        pid=pid if pid is not None else os.getpid(),
+        state="starting",
+        started_at=moment,
+        updated_at=moment,
+        heartbeat_seconds=heartbeat,
+        packs=dict(previous.packs) if previous is not None else {},
+    )
+
+
+def recover_status(path: str | Path, say: Callable[[str], None]) -> WatchStatus | None:
+    """The previous status for a starting watch; a damaged file is reported and ignored
+    (the watch owns it: without its ledger, no past run is re-sent, see :mod:`.session`)."""
+    try:
+        return load_status(path)
+    except ConfigError as exc:
+        say(f"watch: ignoring the previous status file: {exc}")
+        return None
 
 
 def ledger_of(status: WatchStatus | None) -> dict[str, RunMark | None]:

@@ -7,7 +7,6 @@ down, and two run a real process to see SIGTERM -> 0 and SIGINT -> 130.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -33,9 +32,9 @@ from fleetkit.watch.scheduler import (
 from fleetkit.watch.state import (
     StatusBoard,
     WatchStatus,
-    iso_now,
     load_status,
     resume_delays,
+    starting_status,
 )
 from tests.unit.test_watch_notify import Log, closed_port_url
 
@@ -119,10 +118,7 @@ def scheduler(
 
 
 def _initial(fake: FakeTime) -> WatchStatus:
-    now = iso_now(fake.wall())
-    return WatchStatus(
-        pid=os.getpid(), state="starting", started_at=now, updated_at=now, heartbeat_seconds=30
-    )
+    return starting_status(None, heartbeat=30, now=fake.wall())
 
 
 def stop_at(fake: FakeTime, s: Scheduler, when: float, reason: StopReason) -> None:

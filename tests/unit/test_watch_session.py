@@ -25,7 +25,13 @@ from fleetkit.watch.session import (
     adopted_mark,
     runs_to_notify,
 )
-from fleetkit.watch.state import StatusBoard, WatchStatus, iso_now, ledger_of, load_status
+from fleetkit.watch.state import (
+    StatusBoard,
+    iso_now,
+    ledger_of,
+    recover_status,
+    starting_status,
+)
 from fleetkit.watch.transitions import (
     NodeAbsence,
     PolicyObservation,
@@ -96,18 +102,11 @@ def watch_process(
     published: list[str] = []
     notifier = Notifier([ListSink(published)], webhook=sink)
     notifier.start()
-    previous = load_status(status_file)
+    previous = recover_status(status_file, log)
     ledger = ledger_of(previous)
     board = StatusBoard(
         str(status_file),
-        WatchStatus(
-            pid=1,
-            state="starting",
-            started_at=iso_now(EPOCH),
-            updated_at=iso_now(EPOCH),
-            heartbeat_seconds=30,
-            packs=previous.packs if previous else {},
-        ),
+        starting_status(previous, heartbeat=30, now=EPOCH),
         counters=notifier.counters,
         ledger=ledger,
     )
@@ -194,6 +193,18 @@ def test_a_lost_status_file_never_resends_the_past(receiver: Receiver, tmp_path:
     assert watch_process(history, receiver.url, status_file, [{"web-1": "PASS"}]) == [
         "policy_fixed:web-1"
     ]
+
+
+def test_a_damaged_status_file_is_reported_and_nothing_is_re_sent(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    history, status_file = FakeHistory(), tmp_path / "status.json"
+    watch_process(history, receiver.url, status_file, [{"web-1": "FAIL"}])
+    status_file.write_bytes(b"\x1b[2J garbage")
+    log = Log()
+    assert recover_status(status_file, log) is None
+    assert "ignoring the previous status file" in log.text() and "\x1b" not in log.text()
+    assert watch_process(history, receiver.url, status_file, [{"web-1": "FAIL"}]) == []
 
 
 def test_a_node_missing_for_n_runs_is_reported_once(receiver: Receiver, tmp_path: Path) -> None:
