@@ -13,8 +13,8 @@ control) can never be mistaken for framing::
 
     FLEETKIT-PACK/1 <K>\\n
     FK> <i> <exit code> <stdout bytes> <stderr bytes kept> <stderr bytes total>\\n
-    <stdout bytes> <stderr bytes kept>
-    FK< <i> <SHA-256 of the header line and both payloads>\\n
+    <stdout bytes><stderr bytes kept>
+    <SHA-256 of the header line and both payloads>  f<i>\\n
     ... one frame per query, i = 1..K in order ...
     FLEETKIT-PACK/1 END <K>\\n
 
@@ -22,10 +22,16 @@ control) can never be mistaken for framing::
 node controls every byte, so anything that does not match is an error for
 that query or for the node, never a crash and never an answer attributed to
 the wrong query: frames must come in order with the expected index, the
-declared lengths must be followed by the trailer, and once the structure is
-broken nothing after that point is trusted. ``RunOutput`` keeps only 2048
+declared lengths must be followed by the trailer, whose checksum must match
+the frame, and once the structure is broken nothing after that point is
+trusted. ``RunOutput`` keeps only 2048
 bytes; a stream cut short says ``truncated`` so the caller can read the
 published copy (S3) instead.
+
+Cost on the node per statement: osqueryi, ``wc``, two ``cat`` and
+``sha256sum`` (plus ``head`` when stderr is over the limit). Frames stream
+out as each statement is answered, so a task killed by its timeout still
+delivers the statements it finished.
 """
 
 from __future__ import annotations
@@ -58,12 +64,12 @@ _CHUNK = 64 * 1024
 #: The whole task. Fixed text: the SQL only ever arrives as "$@". Positional
 #: parameters: socket, stderr limit, per-query timeout (0 = none), SQL...
 #: Sizes are measured from files after osqueryi has exited, so a frame's
-#: declared length is exactly what follows it; the trailer's SHA-256 covers
-#: the header and both payloads, so a cut, a flipped byte or a spliced frame
-#: is caught (``sha256sum``: coreutils/busybox). ``wc -c`` may pad with
-#: spaces (BSD), hence the arithmetic expansion.
+#: declared length is exactly what follows it; ``sha256sum`` (coreutils,
+#: busybox) of the frame's file ends the frame, so a cut, a flipped byte or a
+#: spliced frame is caught. Files are named relative to the temporary
+#: directory so ``sha256sum`` prints ``<hex>  f<i>``.
 SCRIPT = r"""sock=$1; limit=$2; qt=$3; shift 3
-d=$(mktemp -d 2>/dev/null) || { echo 'fleetkit: cannot create a temporary directory' >&2; exit 70; }
+d=$(mktemp -d 2>/dev/null) && cd "$d" || { echo 'fleetkit: no temporary directory' >&2; exit 70; }
 trap 'rm -rf "$d"' EXIT
 trap 'exit 143' HUP INT TERM
 t=0
@@ -76,20 +82,18 @@ printf 'FLEETKIT-PACK/1 %d\n' "$#"
 i=0
 for sql do
   i=$((i + 1))
-  ask "$sql" </dev/null >"$d/o" 2>"$d/e"
+  ask "$sql" </dev/null >o 2>e
   rc=$?
-  n=$(($(wc -c <"$d/o")))
-  e=$(($(wc -c <"$d/e")))
+  { read -r n _; read -r e _; } <<EOF
+$(wc -c o e)
+EOF
+  kept=e
   m=$e
-  [ "$m" -le "$limit" ] || m=$limit
-  {
-    printf 'FK> %d %d %d %d %d\n' "$i" "$rc" "$n" "$m" "$e"
-    cat "$d/o"
-    head -c "$m" "$d/e"
-  } >"$d/f"
-  cat "$d/f"
-  s=$(sha256sum <"$d/f")
-  printf 'FK< %d %.64s\n' "$i" "$s"
+  if [ "$e" -gt "$limit" ]; then head -c "$limit" e >k; kept=k; m=$limit; fi
+  printf 'FK> %d %d %d %d %d\n' "$i" "$rc" "$n" "$m" "$e" >h
+  cat h o "$kept" >"f$i"
+  cat "f$i"
+  sha256sum "f$i"
 done
 printf 'FLEETKIT-PACK/1 END %d\n' "$i"
 """
@@ -98,7 +102,8 @@ _NUMBER = rb"(0|[1-9][0-9]{0,17})"
 _PREAMBLE_RE = re.compile(MAGIC + rb" " + _NUMBER + rb"\n")
 _END_RE = re.compile(MAGIC + rb" END " + _NUMBER + rb"\n")
 _HEADER_RE = re.compile(rb"FK> " + rb" ".join([_NUMBER] * 5) + rb"\n")
-_TRAILER_RE = re.compile(rb"FK< " + _NUMBER + rb" ([0-9a-f]{64})\n")
+#: ``sha256sum f<i>``'s own output line ends each frame: checksum and trailer in one.
+_TRAILER_RE = re.compile(rb"([0-9a-f]{64})  f" + _NUMBER + rb"\n")
 
 
 # --------------------------------------------------------------------------- the task
@@ -322,9 +327,9 @@ def _read_frame(
     trailer = _TRAILER_RE.fullmatch(stream.line(f"end of {where}"))
     if trailer is None:
         raise _FrameError(f"{where}: no frame end after the declared lengths")
-    if int(trailer.group(1)) != index + 1:
+    if int(trailer.group(2)) != index + 1:
         raise _FrameError(f"the frame of {where} ends with another statement's number")
-    if trailer.group(2) != digest.hexdigest().encode():
+    if trailer.group(1) != digest.hexdigest().encode():
         raise _FrameError(f"{where}: the frame's checksum does not match its bytes")
     if not keep:
         return QueryAnswer(
@@ -389,6 +394,6 @@ def encode_pack_output(
         kept = err[:stderr_limit]
         frame = b"FK> %d %d %d %d %d\n" % (number, code, len(out), len(kept), len(err))
         frame += out + kept
-        parts += [frame, b"FK< %d %s\n" % (number, hashlib.sha256(frame).hexdigest().encode())]
+        parts += [frame, b"%s  f%d\n" % (hashlib.sha256(frame).hexdigest().encode(), number)]
     parts.append(MAGIC + b" END %d\n" % len(answers))
     return b"".join(parts)

@@ -166,7 +166,7 @@ def test_a_relative_socket_is_refused() -> None:
 def test_the_script_frames_every_answer_and_one_error_loses_none_of_the_others(
     fake_bin: Path, shell: str
 ) -> None:
-    tricky = MAGIC + b" END 3\nFK< 2 " + b"0" * 64 + b"\nFK> 3 0 0 0 0\n"
+    tricky = MAGIC + b" END 3\n" + b"0" * 64 + b"  f2\nFK> 3 0 0 0 0\n"
     statements = [
         Statement("ok", spec(out=b'Connected\n[\n  {"a":"1"}\n]\n')),
         Statement("fails", spec(out=b"[\n\n]\n", err=b"Error: no such table: nope\n", rc=1)),
@@ -393,7 +393,7 @@ def test_garbage_is_an_error_for_the_node_not_a_crash(data: bytes, problem: str)
 def frame(number: int, code: int, out: bytes, err: bytes = b"", total: int | None = None) -> bytes:
     head = b"FK> %d %d %d %d %d\n" % (number, code, len(out), len(err), total or len(err))
     body = head + out + err
-    return body + b"FK< %d %s\n" % (number, hashlib.sha256(body).hexdigest().encode())
+    return body + b"%s  f%d\n" % (hashlib.sha256(body).hexdigest().encode(), number)
 
 
 @pytest.mark.parametrize(
@@ -402,9 +402,11 @@ def frame(number: int, code: int, out: bytes, err: bytes = b"", total: int | Non
         # frames out of order: the second statement's frame first
         (frame(2, 0, b"x") + frame(1, 0, b"y"), "got frame 2"),
         # a length that claims fewer bytes than were sent: no trailer where it must be
-        (b"FK> 1 0 3 0 0\nshortFK< 1 " + b"0" * 64 + b"\n", "no frame end"),
+        (b"FK> 1 0 3 0 0\nshort" + b"0" * 64 + b"  f1\n", "no frame end"),
         # the right shape and a wrong checksum
-        (frame(1, 0, b"x")[:-65] + b"0" * 64 + b"\n", "checksum"),
+        (frame(1, 0, b"x")[:-69] + b"0" * 64 + b"  f1\n", "checksum"),
+        # a frame that ends as another statement's
+        (frame(1, 0, b"x")[:-2] + b"2\n", "another statement's number"),
         # stderr lengths that do not add up with the limit
         (frame(1, 1, b"", b"E" * 10, total=5000), "keeps 10 of 5000"),
         (frame(1, 256, b""), "not an exit code"),
