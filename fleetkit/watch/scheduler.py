@@ -185,21 +185,31 @@ class Scheduler:
     # ---- running -----------------------------------------------------------------------------
     def run_once(self) -> ExitStatus:
         """Each pack once, in order, then return (``--once``): 1 if a run failed."""
-        self._set_state("idle")
         failed = False
-        for pack in self.packs:
-            if self.stop_reason is not None:
-                break
-            outcome = self._run(pack, late=0.0)
-            self._write()
-            failed = failed or outcome.status != "ok"
+        try:
+            self._set_state("idle")
+            for pack in self.packs:
+                if self.stop_reason is not None:
+                    break
+                outcome = self._run(pack, late=0.0)
+                self._write()
+                failed = failed or outcome.status != "ok"
+        except KeyboardInterrupt:  # a signal between runs (the handler's last resort)
+            self.request_stop(self.stop_reason or StopReason.INTERRUPTED)
         return self._finish(once=True, failed=failed)
 
     def run_forever(self, delays: Mapping[str, float] | None = None) -> ExitStatus:
         """Every pack on its interval until a stop is requested; ``delays`` (seconds, by
         pack) postpone first runs (:func:`~fleetkit.watch.state.resume_delays`)."""
+        try:
+            self._loop(delays or {})
+        except KeyboardInterrupt:  # a signal between runs (the handler's last resort)
+            self.request_stop(self.stop_reason or StopReason.INTERRUPTED)
+        return self._finish(once=False, failed=False)
+
+    def _loop(self, delays: Mapping[str, float]) -> None:
         start = self.clock()
-        due = {p.name: start + max(0.0, (delays or {}).get(p.name, 0.0)) for p in self.packs}
+        due = {p.name: start + max(0.0, delays.get(p.name, 0.0)) for p in self.packs}
         order = {p.name: index for index, p in enumerate(self.packs)}
         for p in self.packs:
             self.board.update_pack(p.name, next_due_at=self._wall_at(due[p.name]))
@@ -220,7 +230,6 @@ class Scheduler:
             self.board.update_pack(pack.name, next_due_at=self._wall_at(due[pack.name]))
             self._write()
             next_beat = self.clock() + self.heartbeat
-        return self._finish(once=False, failed=False)
 
     def _skip_missed(self, pack: ScheduledPack, next_due: float) -> float:
         now = self.clock()
@@ -238,13 +247,14 @@ class Scheduler:
         self.sequence[pack.name] += 1
         request = RunRequest(pack.name, self.sequence[pack.name], max(0.0, late))
         started = self.wall()
-        with self._lock:
-            self.running = pack.name
-        self.board.update(state="running")
-        self.board.update_pack(pack.name, last_started_at=iso_now(started))
-        self._write()
-        beating = self._beat_while_running()
-        try:
+        beating = threading.Event()
+        try:  # from here a signal may raise KeyboardInterrupt (see install_signal_handlers)
+            with self._lock:
+                self.running = pack.name
+            self.board.update(state="running")
+            self.board.update_pack(pack.name, last_started_at=iso_now(started))
+            self._write()
+            self._beat_while_running(beating)
             outcome = self.run_callback(request)
         except KeyboardInterrupt:
             outcome = RunOutcome("interrupted", error="stopped by a signal")
@@ -258,16 +268,14 @@ class Scheduler:
         self._record(pack, outcome)
         return outcome
 
-    def _beat_while_running(self) -> threading.Event:
+    def _beat_while_running(self, done: threading.Event) -> None:
         """Keep the status file's heartbeat fresh during a long run (verify reads it)."""
-        done = threading.Event()
 
         def beat() -> None:
             while not done.wait(self.heartbeat):
                 self._write()
 
         threading.Thread(target=beat, name="fleetkit-watch-heartbeat", daemon=True).start()
-        return done
 
     def _record(self, pack: ScheduledPack, outcome: RunOutcome) -> None:
         finished = iso_now(self.wall())

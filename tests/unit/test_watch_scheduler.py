@@ -455,3 +455,19 @@ def test_a_real_process_stops_on_signals_with_the_documented_status(
     if run_seconds:
         assert "stopping the job: terminated" in out
     assert "watch: stopped" in out
+
+
+def test_ctrl_c_outside_a_run_without_handlers_still_ends_cleanly(tmp_path: Path) -> None:
+    """Python's own SIGINT handler raises wherever the main thread is (here: asleep)."""
+    fake, log = FakeTime(), Log()
+    runs = Runs(fake)
+    status_file = tmp_path / "status.json"
+    s = scheduler([ScheduledPack("a", 10)], fake, runs, log, status_file=status_file)
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    fake.at.append((5, interrupt))
+    assert s.run_forever() is ExitStatus.INTERRUPTED
+    status = load_status(status_file)
+    assert status is not None and (status.state, status.stop_reason) == ("stopped", "interrupted")
