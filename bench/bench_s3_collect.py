@@ -1,4 +1,4 @@
-"""Collect 1,000 node results from a local S3 server: fetch_many vs one-by-one download_file.
+"""Collect 1,000 node results from a local S3 server: spool_many vs one-by-one download_file.
 
 Run from the repository root: ``python -m bench.bench_s3_collect [--objects 1000]
 [--parallelism 16] [--runs 3]`` (``python bench/bench_s3_collect.py`` works too).
@@ -7,7 +7,8 @@ Puts ``--objects`` small result objects (2-20 KB, laid out like the s3
 publisher's plain encoding: ``fleetkit/<job>/<node>/<execution>/stdout``) in
 a local moto server, then times (median of ``--runs``) the baseline, boto3's
 ``download_file`` called for each object one after another, against
-:meth:`fleetkit.clients.s3.ResultStore.fetch_many`, both in this same run. Prints
+:meth:`fleetkit.clients.s3.ResultStore.spool_many` (what ``query`` uses: each
+object into its own temporary file, bounded in size and time), both in this same run. Prints
 both times, the ratio (target >= 3x) and the requests per second the server
 sustained, since on 2 cores the local server itself is the ceiling.
 """
@@ -104,11 +105,16 @@ def main(argv: list[str] | None = None) -> int:
             collected: dict[str, object] = {}
 
             def parallel() -> None:
-                collected.update(store.fetch_many(items))
+                for item_id, handle in store.spool_many(items).items():
+                    if isinstance(handle, Exception):
+                        collected[item_id] = handle
+                        continue
+                    with handle:
+                        collected[item_id] = handle.read()
 
             # Warm both clients (connection setup, endpoint resolution) outside the timing.
             sequential_client.download_file(BUCKET, keys[0], str(downloads / "warm"))
-            store.fetch_many(items[:1])
+            parallel()
 
             def sequential_get() -> None:
                 for key in keys:
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     wrong = sum(1 for (item_id, _, key) in items if collected.get(item_id) != objects[key])
     total_kb = sum(len(b) for b in objects.values()) / 1024
     ratio = t_seq / t_par
-    # download_file sends HEAD then GET per object; fetch_many sends one GET.
+    # download_file sends HEAD then GET per object; spool_many sends one GET.
     print(f"objects: {args.objects} ({total_kb:.0f} KB total), runs: {args.runs} (median)")
     print(
         f"baseline  download_file one by one: {t_seq:7.3f} s  "
@@ -134,12 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.objects / t_get:7.1f} objects/s  {args.objects / t_get:7.1f} requests/s"
     )
     print(
-        f"fetch_many (parallelism {args.parallelism:>3}):   {t_par:7.3f} s  "
+        f"spool_many (parallelism {args.parallelism:>3}):   {t_par:7.3f} s  "
         f"{args.objects / t_par:7.1f} objects/s  {args.objects / t_par:7.1f} requests/s"
     )
     print(f"ratio: {ratio:.2f}x (target >= {TARGET_RATIO:g}x)")
     print(f"ratio vs one-by-one get_object: {t_get / t_par:.2f}x (how much is the pool alone)")
-    print(f"server sustained {args.objects / t_par:.0f} GET requests/s under fetch_many")
+    print(f"server sustained {args.objects / t_par:.0f} GET requests/s under spool_many")
     if wrong:
         print(f"ERROR: {wrong} objects fetched wrong or missing", file=sys.stderr)
         return 1

@@ -174,6 +174,7 @@ def verify(c: Context, hosts: str = "", json: bool = False, settings: str = "") 
     labels="node labels k=v,...",
     host_key_fingerprint="expected SHA256:... fingerprint (skips the prompt)",
     bacalhau_api_port="the node's agent API port, when nodes share one network namespace",
+    replace_key="replace the key(s) pinned for this host (after a reinstall); still confirmed",
 )
 def onboard(
     c: Context,
@@ -184,6 +185,7 @@ def onboard(
     labels: str = "",
     host_key_fingerprint: str = "",
     bacalhau_api_port: int = 0,
+    replace_key: bool = False,
     settings: str = "",
 ) -> None:
     """Add a device: pin its host key, add it to the inventory, provision, verify."""
@@ -202,6 +204,7 @@ def onboard(
             labels=labels,
             fingerprint=host_key_fingerprint or None,
             api_port=bacalhau_api_port or None,
+            replace_key=replace_key,
         ),
         settings,
     )

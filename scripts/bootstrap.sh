@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what fleetkit, its lab and its tests need on a fresh Debian/Ubuntu machine (as root):
 # Debian packages for the lab (OpenSSH server, nftables, unshare/nsenter, dpkg-deb, the stand-ins'
-# /usr/bin/python3 with PyYAML) and a virtualenv in .venv with fleetkit and its test extras.
+# /usr/bin/python3 with PyYAML), Debian's chromium and a font for the report's browser tests and
+# screenshots (Playwright drives /usr/bin/chromium; it cannot download its own browser here), and a
+# virtualenv in .venv with fleetkit and its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +16,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     openssh-server openssh-client nftables iproute2 util-linux procps dpkg sudo curl ca-certificates \
-    python3 python3-venv python3-yaml >/dev/null
+    python3 python3-venv python3-yaml \
+    chromium fonts-dejavu-core >/dev/null
 
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

@@ -1,34 +1,58 @@
-"""Fetching published query results from S3.
+"""Reading published query results from S3, bounded.
 
 When a node's osqueryi output is over 2 KB, Bacalhau's ``RunOutput`` holds
 only its start; the whole ``stdout`` is an object in the bucket (publisher
 ``s3``, encoding ``plain``). A query over a large fleet may need hundreds of
-these, so :meth:`ResultStore.fetch_many` downloads them in a bounded thread
-pool on one shared boto3 client (boto3 clients are thread-safe; sessions are
-not, which is why the client is built once, up front).
+these, so :meth:`ResultStore.spool_many` downloads them in a bounded thread
+pool, each into its own nameless temporary file.
+
+The S3 endpoint is as untrusted as the orchestrator (and the object names
+come from the orchestrator), so boto3 only *signs* each GET (a presigned URL,
+computed locally) and the download goes through the same bounded HTTP as the
+orchestrator client: a deadline per object, a size cap, redirects refused
+(botocore would follow a region redirect), nothing decompressed. The
+presigned URL carries a signature and is never shown: messages name
+``s3://bucket/key`` and the endpoint.
 
 A missing or unreadable object is that node's error, returned in place of its
-bytes: one bad node never costs the others their results.
+file: one bad node never costs the others their results.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
+from fleetkit.clients.http import (
+    BoundedHttp,
+    DeadlinePassed,
+    HttpFailure,
+    Limits,
+    ReadTimedOut,
+    Redirected,
+    Reply,
+    TooLarge,
+    Unreachable,
+    quoted,
+)
 from fleetkit.foundation.secrets import redact, remember_secret
 from fleetkit.foundation.settings import S3Settings
 from fleetkit.foundation.status import ConfigError, FleetkitError
 
-T = TypeVar("T")
-
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
+#: Per object: 10 s to connect and for each read, 120 s in all, at most 256 MiB
+#: (one node's answer to one query; a result that large is itself suspect).
+RESULT_LIMITS = Limits(timeout=10.0, deadline=120.0, max_bytes=256 * 1024 * 1024)
+#: How long a signed GET stays valid; it is used at once.
+_PRESIGN_SECONDS = 900
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "NoSuchBucket"})
+_XML_FIELD = re.compile(rb"<(Code|Message)>([^<]{0,300})</\1>")
 
 
 class ResultFetchError(FleetkitError):
@@ -41,14 +65,24 @@ class ResultFetchError(FleetkitError):
 
 
 class ResultStore:
-    """Reads result objects through one boto3 S3 client."""
+    """Reads result objects: boto3 signs, :class:`BoundedHttp` downloads."""
 
-    def __init__(self, client: Any, *, parallelism: int = 16) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        parallelism: int = 16,
+        http: BoundedHttp | None = None,
+        limits: Limits = RESULT_LIMITS,
+    ) -> None:
         self.client = client
         self.parallelism = max(1, parallelism)
+        self.http = http or BoundedHttp(limits=limits, retries=2, pool_size=self.parallelism)
 
     @classmethod
-    def from_settings(cls, s3: S3Settings, environ: Mapping[str, str]) -> ResultStore:
+    def from_settings(
+        cls, s3: S3Settings, environ: Mapping[str, str], *, limits: Limits = RESULT_LIMITS
+    ) -> ResultStore:
         """A store for ``query.s3``: endpoint and region from settings, credentials from
         its secrets, else ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` in ``environ``,
         else boto3's default chain (profile, instance role).
@@ -85,27 +119,17 @@ class ResultStore:
                 key="AWS_PROFILE",
             ) from None
         config = botocore.config.Config(
-            # One pooled connection per worker, or urllib3 drops and reopens them.
-            max_pool_connections=max(10, s3.parallelism),
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=60,
+            signature_version="s3v4",
             # A custom endpoint (MinIO, a local server) rarely does virtual hosts.
             s3={"addressing_style": "path"} if s3.endpoint else None,
         )
         try:
             client = session.client("s3", endpoint_url=s3.endpoint, config=config)
         except (botocore.exceptions.BotoCoreError, ValueError) as exc:
-            raise ConfigError(f"cannot use this S3 configuration: {exc}", key="query.s3") from None
-        return cls(client, parallelism=s3.parallelism)
-
-    def fetch(self, bucket: str, key: str) -> bytes:
-        """One object's bytes; raises :class:`ResultFetchError`."""
-        return self._guarded(
-            bucket,
-            key,
-            lambda: bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read()),
-        )
+            raise ConfigError(
+                f"cannot use this S3 configuration: {quoted(exc)}", key="query.s3"
+            ) from None
+        return cls(client, parallelism=s3.parallelism, limits=limits)
 
     def spool(self, bucket: str, key: str) -> IO[bytes]:
         """One object streamed into an anonymous temporary file (rewound).
@@ -114,90 +138,102 @@ class ResultStore:
         a query that gathers many large results holds them on disk, not in
         memory; raises :class:`ResultFetchError`.
         """
+        url = self._signed_get(bucket, key)
         handle = tempfile.TemporaryFile()  # noqa: SIM115 - returned open, owned by the caller
         try:
-
-            def copy() -> None:
-                body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
-                for chunk in body.iter_chunks(1 << 20):
-                    handle.write(chunk)
-
-            self._guarded(bucket, key, copy)
+            reply = self.http.request("GET", url, sink=handle)
+        except HttpFailure as failed:
+            handle.close()
+            raise self._failure(bucket, key, failed) from None
         except BaseException:
             handle.close()
             raise
+        if not reply.ok:
+            handle.close()
+            raise self._refusal(bucket, key, reply)
         handle.seek(0)
         return handle
-
-    def _guarded(self, bucket: str, key: str, action: Callable[[], T]) -> T:
-        """Run one S3 read; every failure becomes a :class:`ResultFetchError` naming it."""
-        where = f"s3://{bucket}/{key}"
-        try:
-            return action()
-        except botocore.exceptions.ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            if code in _NOT_FOUND_CODES:
-                what = "bucket" if code == "NoSuchBucket" else "object"
-                raise ResultFetchError(bucket, key, f"result {what} {where} not found") from None
-            message = error.get("Message") or str(exc)
-            raise ResultFetchError(
-                bucket, key, f"cannot fetch result object {where}: {code} {message}"
-            ) from None
-        except botocore.exceptions.NoCredentialsError:
-            raise ResultFetchError(
-                bucket,
-                key,
-                f"cannot fetch result object {where}: no AWS credentials (set "
-                "query.s3.access_key_id and secret_access_key, or AWS_ACCESS_KEY_ID)",
-            ) from None
-        except botocore.exceptions.EndpointConnectionError as exc:
-            raise ResultFetchError(
-                bucket,
-                key,
-                f"cannot fetch result object {where}: cannot reach "
-                f"{exc.kwargs.get('endpoint_url', 'the S3 endpoint')}",
-            ) from None
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise ResultFetchError(
-                bucket, key, f"cannot fetch result object {where}: {type(exc).__name__}: {exc}"
-            ) from None
-
-    def fetch_many(
-        self, items: Sequence[tuple[str, str, str]], parallelism: int | None = None
-    ) -> dict[str, bytes | FleetkitError]:
-        """``{item_id: bytes or error}`` for ``(item_id, bucket, key)`` items (item_id =
-        execution ID), downloaded by at most ``parallelism`` threads at once.
-        """
-        return self._in_pool(items, parallelism, self.fetch)
 
     def spool_many(
         self, items: Sequence[tuple[str, str, str]], parallelism: int | None = None
     ) -> dict[str, IO[bytes] | FleetkitError]:
-        """Like :meth:`fetch_many`, each object into its own temporary file (see :meth:`spool`)."""
-        return self._in_pool(items, parallelism, self.spool)
+        """``{item_id: file or error}`` for ``(item_id, bucket, key)`` items (item_id =
+        execution ID), downloaded by at most ``parallelism`` threads at once (see :meth:`spool`).
+        """
 
-    def _in_pool(
-        self,
-        items: Sequence[tuple[str, str, str]],
-        parallelism: int | None,
-        get: Callable[[str, str], T],
-    ) -> dict[str, T | FleetkitError]:
-        def one(bucket: str, key: str) -> T | FleetkitError:
+        def one(bucket: str, key: str) -> IO[bytes] | FleetkitError:
             try:
-                return get(bucket, key)
+                return self.spool(bucket, key)
             except FleetkitError as exc:
                 return exc
 
-        workers = min(parallelism or self.parallelism, self._pool_size(), len(items))
+        workers = min(parallelism or self.parallelism, len(items))
         if workers <= 1:
             return {item_id: one(b, k) for item_id, b, k in items}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-fetch") as pool:
             futures = {item_id: pool.submit(one, bucket, key) for item_id, bucket, key in items}
             return {item_id: future.result() for item_id, future in futures.items()}
 
-    def _pool_size(self) -> int:
-        """Connections the client keeps; more threads than that would only queue for one."""
-        config = getattr(getattr(self.client, "meta", None), "config", None)
-        size = getattr(config, "max_pool_connections", None)
-        return size if isinstance(size, int) and size > 0 else self.parallelism
+    # ---- errors
+
+    def _signed_get(self, bucket: str, key: str) -> str:
+        """A presigned GET URL (computed locally; no request is sent)."""
+        try:
+            url = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=_PRESIGN_SECONDS
+            )
+        except botocore.exceptions.NoCredentialsError:
+            raise ResultFetchError(
+                bucket,
+                key,
+                f"cannot fetch result object {_where(bucket, key)}: no AWS credentials (set "
+                "query.s3.access_key_id and secret_access_key, or AWS_ACCESS_KEY_ID)",
+            ) from None
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise ResultFetchError(
+                bucket,
+                key,
+                f"cannot fetch result object {_where(bucket, key)}: "
+                f"{quoted(f'{type(exc).__name__}: {exc}')}",
+            ) from None
+        return str(url)
+
+    def _failure(self, bucket: str, key: str, failed: HttpFailure) -> ResultFetchError:
+        endpoint = quoted(getattr(self.client.meta, "endpoint_url", None) or "the S3 endpoint")
+        limits = self.http.limits
+        if isinstance(failed, Unreachable):
+            why = f"cannot reach {endpoint} ({failed.reason})"
+        elif isinstance(failed, DeadlinePassed):
+            why = f"{endpoint} did not finish sending it within {limits.deadline:g}s"
+        elif isinstance(failed, ReadTimedOut):
+            why = f"{endpoint} sent nothing for {limits.timeout:g}s"
+        elif isinstance(failed, TooLarge):
+            why = f"{failed.reason}; stopped reading"
+        elif isinstance(failed, Redirected):
+            why = (
+                f"{endpoint} answered with a {failed.reason}; redirects are not followed "
+                "(check query.s3.region and query.s3.endpoint)"
+            )
+        else:
+            why = f"{endpoint}: {failed.reason}"
+        return ResultFetchError(
+            bucket, key, f"cannot fetch result object {_where(bucket, key)}: {why}"
+        )
+
+    def _refusal(self, bucket: str, key: str, reply: Reply) -> ResultFetchError:
+        fields = {name.decode(): value for name, value in _XML_FIELD.findall(reply.body)}
+        code = fields.get("Code", b"").decode("utf-8", "replace")
+        where = _where(bucket, key)
+        if code in _NOT_FOUND_CODES or (reply.status == 404 and not code):
+            what = "bucket" if code == "NoSuchBucket" else "object"
+            return ResultFetchError(bucket, key, f"result {what} {where} not found")
+        message = fields.get("Message", b"").decode("utf-8", "replace") or reply.reason
+        return ResultFetchError(
+            bucket,
+            key,
+            f"cannot fetch result object {where}: {reply.status} {quoted(code)} {quoted(message)}",
+        )
+
+
+def _where(bucket: str, key: str) -> str:
+    return quoted(f"s3://{bucket}/{key}", limit=300)

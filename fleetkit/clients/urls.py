@@ -8,7 +8,12 @@ into every compute node's config in step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
+
+from fleetkit.foundation.inventory import Inventory
+from fleetkit.foundation.settings import Settings
+from fleetkit.foundation.status import ConfigError
 
 
 def host_for_url(address: str) -> str:
@@ -32,3 +37,24 @@ def without_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def orchestrator_url(settings: Settings, inventory: Callable[[], Inventory]) -> str:
+    """The orchestrator API as seen from the admin machine.
+
+    ``bacalhau.orchestrator_url`` (or ``FLEETKIT_ORCHESTRATOR_URL``, applied by
+    the settings loader) when set, else ``http://<control plane address>:<its
+    API port>``. ``inventory`` is only called in the second case: settings that
+    name the orchestrator need no inventory.
+    """
+    if settings.bacalhau.orchestrator_url:
+        return settings.bacalhau.orchestrator_url
+    host = inventory().control_plane
+    if host is None:
+        raise ConfigError(
+            "no orchestrator: set bacalhau.orchestrator_url or put one host in the "
+            "control_plane group",
+            file=settings.path,
+            key="bacalhau.orchestrator_url",
+        )
+    return http_url(host.address, host.bacalhau_api_port or settings.bacalhau.api_port)

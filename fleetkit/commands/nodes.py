@@ -19,14 +19,17 @@ cluster is exactly the inventory's compute fleet and every node can take a
 query". ``--approve`` approves PENDING nodes that are in the inventory and
 never one that is not.
 
-Matching rule (:func:`find_node`): provisioning sets ``NameProvider:
-hostname``, so a node ID is the host's hostname; fleetkit expects inventory
-names to be those hostnames (an FQDN node ID also matches its short name).
+Matching rule: :func:`fleetkit.hostfacts.identity.find_node` (a node ID is
+the host's hostname; an FQDN node ID also matches its short name).
+
+Node IDs, labels, versions and states are chosen by the nodes (and relayed by
+an orchestrator that may be compromised): the table and every line for a
+person show them escaped and cut; ``--json`` keeps them exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -36,22 +39,10 @@ from fleetkit.clients.bacalhau import BacalhauClient, NodeState, OrchestratorErr
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.output import emit_report
 from fleetkit.foundation.status import ExitStatus
+from fleetkit.foundation.table import cell, make_table
+from fleetkit.foundation.terminal import terminal_safe
+from fleetkit.hostfacts.identity import find_node
 from fleetkit.runtime import Runtime
-
-
-def find_node(nodes: Iterable[NodeState], *names: str | None) -> NodeState | None:
-    """The node whose ID is one of ``names`` (in order), or whose FQDN starts with it."""
-    node_list = list(nodes)
-    for name in names:
-        if not name:
-            continue
-        for node in node_list:
-            if node.node_id == name:
-                return node
-        for node in node_list:
-            if node.node_id.split(".", 1)[0] == name.split(".", 1)[0]:
-                return node
-    return None
 
 
 class Standing(StrEnum):
@@ -249,30 +240,30 @@ def _state(row: NodeRow, now: datetime) -> str:
 
 
 def render_table(view: Reconciliation, now: datetime | None = None) -> str:
+    """The joined view for a terminal: every value the orchestrator sent is escaped and cut."""
     now = now or datetime.now(UTC)
     headers = ("NODE", "INVENTORY", "STATE", "MEMBERSHIP", "VERSION", "LABELS")
-    table = [headers]
-    for r in view.rows:
-        state = _state(r, now)
-        table.append(
-            (
-                r.name,
-                "yes" if r.in_inventory else "NO",
-                state,
-                r.membership or "-",
-                r.version or "-",
-                ",".join(f"{k}={v}" for k, v in r.labels) or "-",
-            )
+    rows = [
+        (
+            r.name,
+            "yes" if r.in_inventory else "NO",
+            _state(r, now),
+            r.membership or "-",
+            r.version or "-",
+            ",".join(f"{k}={v}" for k, v in r.labels) or "-",
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in table
+        for r in view.rows
     ]
+    lines = make_table(headers, rows).lines()
     for node_id, result in view.approvals:
-        lines.append(f"approve {node_id}: {result}")
+        lines.append(f"approve {cell(node_id)}: {terminal_safe(result)}")
     lines += _dangers(view)
     return "\n".join(lines) + "\n"
+
+
+def _names(names: Sequence[str]) -> str:
+    """Node names as one line: each escaped and cut (a node chooses its own ID)."""
+    return ", ".join(cell(name) for name in names)
 
 
 def _dangers(view: Reconciliation) -> list[str]:
@@ -280,14 +271,14 @@ def _dangers(view: Reconciliation) -> list[str]:
     if view.rogue:
         lines.append(
             "ROGUE: in the cluster but not in the inventory (they receive query jobs): "
-            + ", ".join(view.rogue)
+            + _names(view.rogue)
         )
         lines.append(
             "  fix: reject them at the orchestrator (bacalhau node reject <id>) and stop their "
             "agent, or onboard them: invoke onboard --host <name> --address <address>"
         )
     if view.missing:
-        lines.append("MISSING: in the inventory but not in the cluster: " + ", ".join(view.missing))
+        lines.append("MISSING: in the inventory but not in the cluster: " + _names(view.missing))
         lines.append(f"  fix: run: invoke provision --hosts {','.join(view.missing)}")
     for row in view.not_ready:
         if row.standing is Standing.PENDING:
@@ -295,7 +286,7 @@ def _dangers(view: Reconciliation) -> list[str]:
         elif row.standing is Standing.DISCONNECTED:
             fix = f"start its agent: run: invoke provision --hosts {row.name}"
         else:
-            fix = f"if it belongs, approve it there: bacalhau node approve {row.node_id}"
+            fix = f"if it belongs, approve it there: bacalhau node approve {cell(row.node_id)}"
         lines.append(f"NOT READY: {row.name} is {row.standing.value}; fix: {fix}")
     if not lines:
         lines.append(
@@ -313,7 +304,7 @@ def summary_line(view: Reconciliation) -> str:
     if view.exit_status is ExitStatus.SUCCESS:
         return f"nodes: the cluster matches the inventory ({_count(view)})"
     parts = [
-        f"{label}: {', '.join(names)}"
+        f"{label}: {_names(names)}"
         for label, names in (
             ("ROGUE", view.rogue),
             ("MISSING", view.missing),
@@ -327,7 +318,7 @@ def summary_line(view: Reconciliation) -> str:
 def run(rt: Runtime, *, as_json: bool, approve: bool) -> ExitStatus:
     """``invoke nodes [--json] [--approve]``."""
     rt.load()
-    client = BacalhauClient.from_runtime(rt)
+    client = rt.orchestrator
     hosts = list(rt.inventory.hosts)
     view = reconcile(hosts, client.nodes(), orchestrator_url=client.display_url)
     if approve:

@@ -11,6 +11,15 @@ they were. Then, in this order: pin the key, write
 rewritten), provision the host as a compute node, wait for it to join, verify
 it, and say where it stands.
 
+The key checked, shown and pinned is the one of the address the host is
+really reached at: ssh_config may rewrite the inventory address (HostName,
+Port, ProxyJump), and onboarding says so when it does. A key another line
+revokes (``@revoked``) is never pinned. A host for which another key is
+already pinned (a different key of the same type, or only keys of other
+types) is refused unless ``--replace-key`` asks to replace them; the new key
+must still be confirmed, and only the lines pinning that one host are
+rewritten.
+
 Re-running after a failure resumes: a key already pinned and an inventory
 entry with the same address are simply kept. Exit 2 for every refusal
 (nothing was touched), 1 when the host cannot be reached or provisioning or
@@ -19,7 +28,6 @@ verification failed (re-run to resume), 0 when the host is ready.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,14 +37,24 @@ from pathlib import Path
 import paramiko
 import yaml
 
-from fleetkit.clients.bacalhau import BacalhauClient, OrchestratorError
-from fleetkit.clients.ssh import fetch_host_key, fingerprint, known_hosts_name
-from fleetkit.commands import provision, verify
-from fleetkit.commands.nodes import find_node
-from fleetkit.foundation.atomic import atomic_output
+from fleetkit.clients.bacalhau import OrchestratorError
+from fleetkit.clients.ssh import (
+    HostKeyError,
+    KeyProblem,
+    OfferedKey,
+    describe,
+    fingerprint,
+    known_hosts_name,
+)
+from fleetkit.foundation.atomic import atomic_write
 from fleetkit.foundation.inventory import COMPUTE, ONBOARDED_DIR, Host, load_inventory
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
+from fleetkit.foundation.table import cell
+from fleetkit.hostfacts.identity import find_node
+from fleetkit.hostfacts.provisioning import apply
 from fleetkit.hostfacts.recap import format_recap
+from fleetkit.readiness.engine import verify
+from fleetkit.readiness.render import render_table
 from fleetkit.runtime import Runtime
 
 #: Seconds to wait for a freshly provisioned node to appear CONNECTED.
@@ -54,6 +72,12 @@ class OnboardRequest:
     fingerprint: str | None
     #: Agent API port, only for several nodes in one network namespace (the lab).
     api_port: int | None = None
+    #: Replace keys already pinned for the host (after a reinstall), once confirmed.
+    replace_key: bool = False
+
+    def as_host(self) -> Host:
+        """The host as connections will see it (ssh_config applies to it too)."""
+        return Host(self.name, self.address, self.port, self.user, dict(self.labels), (COMPUTE,))
 
     def host_entry(self) -> dict[str, object]:
         entry: dict[str, object] = {"address": self.address, "port": self.port, "user": self.user}
@@ -164,37 +188,59 @@ def validate_new_entry(rt: Runtime, request: OnboardRequest) -> None:
             raise UsageError(exc.detail, file=file or str(target), key=exc.key) from None
 
 
-def confirm_key(rt: Runtime, request: OnboardRequest, key: paramiko.PKey) -> str:
-    """Check the offered key against the pinned one, the flag or the user; its fingerprint."""
-    offered = fingerprint(key)
-    where = known_hosts_name(request.address, request.port)
-    rt.env.say(f"onboard: {request.name} ({where}) offers host key {key.get_name()} {offered}")
-    pinned = rt.known_hosts.lookup(request.address, request.port).get(key.get_name())
-    if pinned is not None and pinned.asbytes() != key.asbytes():
+def confirm_key(rt: Runtime, request: OnboardRequest, offered: OfferedKey | paramiko.PKey) -> str:
+    """Check the offered key against known_hosts, the flag or the user; its fingerprint.
+
+    Refusals are UsageError (exit 2, nothing written). A bare key stands for
+    one fetched at the request's own address (no ssh_config rewrite).
+    """
+    if not isinstance(offered, OfferedKey):
+        offered = OfferedKey(offered, request.address, request.port, rewritten=False)
+    key, where, path = offered.key, offered.name, rt.known_hosts.path
+    shown = fingerprint(key)
+    rt.env.say(f"onboard: {request.name} ({where}) offers host key {key.get_name()} {shown}")
+    check = rt.known_hosts.check(where, key)
+    pinned = ", ".join(describe(k) for k in check.pinned.values())
+    if check.problem is KeyProblem.REVOKED and check.revoked_by is not None:
         raise UsageError(
-            f"{where} offers {offered} but {fingerprint(pinned)} is pinned for it in "
-            f"{rt.known_hosts.path}. The host was reinstalled or someone is intercepting the "
-            "connection. Check the key on the host's console; only if it is genuine, delete "
-            "the old line and re-run. Nothing was written.",
+            f"{where} offers {shown}, which line {check.revoked_by.number} of {path} marks "
+            "@revoked: a stolen key may be impersonating the host. fleetkit never pins a "
+            "revoked key (--replace-key or not). Nothing was written.",
             key="--host-key-fingerprint",
+        )
+    if check.problem is KeyProblem.CHANGED and not request.replace_key:
+        raise UsageError(
+            f"{where} offers {shown} but {pinned} is pinned for it in {path}. The host was "
+            "reinstalled or someone is intercepting the connection. Check the key on the "
+            "host's console; only if it is genuine, re-run with --replace-key. "
+            "Nothing was written.",
+            key="--host-key-fingerprint",
+        )
+    if check.problem is KeyProblem.OTHER_TYPE and not request.replace_key:
+        raise UsageError(
+            f"{where} offers a key of another type ({key.get_name()} {shown}) than the one "
+            f"pinned for it in {path} ({pinned}). A host does not change its key type by "
+            "itself: it was reinstalled or is being impersonated. Check the key on the host's "
+            "console; only if it is genuine, re-run with --replace-key. Nothing was written.",
+            key="--replace-key",
         )
     if request.fingerprint is not None:
         expected = normalize_fingerprint(request.fingerprint)
-        if expected != offered:
+        if expected != shown:
             raise UsageError(
-                f"host key mismatch for {request.name} ({where}): it offers {offered}, "
-                f"you expected {expected}. Someone may be intercepting the connection, or the "
-                "fingerprint was copied from another host. Nothing was written.",
+                f"host key mismatch for {request.name} ({where}): it offers {shown}, "
+                f"you expected {cell(expected)}. Someone may be intercepting the connection, "
+                "or the fingerprint was copied from another host. Nothing was written.",
                 key="--host-key-fingerprint",
             )
-        return offered
-    if pinned is not None:
-        rt.env.say(f"onboard: this key is already pinned in {rt.known_hosts.path}")
-        return offered
+        return shown
+    if check.problem is None:
+        rt.env.say(f"onboard: this key is already pinned in {path}")
+        return shown
     answer = rt.env.ask(
         f"Compare it with the host's own key (on its console: ssh-keygen -lf "
         f"/etc/ssh/ssh_host_{key.get_name().removeprefix('ssh-')}_key.pub).\n"
-        f"Trust {offered} for {request.name}? Type 'yes' to pin it: "
+        f"Trust {shown} for {request.name}? Type 'yes' to pin it: "
     )
     if answer.strip().lower() != "yes":
         raise UsageError(
@@ -203,7 +249,22 @@ def confirm_key(rt: Runtime, request: OnboardRequest, key: paramiko.PKey) -> str
             "host itself",
             key="--host-key-fingerprint",
         )
-    return offered
+    return shown
+
+
+def pin_key(rt: Runtime, request: OnboardRequest, offered: OfferedKey) -> None:
+    """Pin the confirmed key, replacing the host's other keys when asked to."""
+    known = rt.known_hosts
+    check = known.check(offered.name, offered.key)
+    try:
+        if request.replace_key and check.problem in (KeyProblem.CHANGED, KeyProblem.OTHER_TYPE):
+            removed = known.replace(offered.address, offered.port, offered.key)
+            old = ", ".join(describe(line.key) for line in removed)
+            rt.env.say(f"onboard: replaced {old} with {describe(offered.key)} in {known.path}")
+        elif known.pin(offered.address, offered.port, offered.key):
+            rt.env.say(f"onboard: pinned {fingerprint(offered.key)} in {known.path}")
+    except HostKeyError as exc:  # refused before anything was written
+        raise UsageError(f"{exc.detail}. Nothing was written.", key="--replace-key") from None
 
 
 # --------------------------------------------------------------------------- writes
@@ -212,15 +273,14 @@ def confirm_key(rt: Runtime, request: OnboardRequest, key: paramiko.PKey) -> str
 def write_host_file(rt: Runtime, request: OnboardRequest) -> Path:
     target = onboarded_file(rt, request.name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(str(target)) as handle:
-        handle.write(request.file_text(datetime.now(UTC)).encode())
-    os.chmod(target, 0o644)
+    # World-readable like the rest of the inventory; the mode is set before the rename.
+    atomic_write(target, request.file_text(datetime.now(UTC)).encode(), mode=0o644)
     return target
 
 
 def wait_for_node(rt: Runtime, host: Host) -> str:
     """Wait (bounded) until the orchestrator lists the node CONNECTED; a line for the user."""
-    client = BacalhauClient.from_runtime(rt)
+    client = rt.orchestrator
     deadline = rt.env.clock() + JOIN_TIMEOUT
     state = "not listed yet"
     while True:
@@ -229,7 +289,7 @@ def wait_for_node(rt: Runtime, host: Host) -> str:
         except OrchestratorError as exc:
             return f"orchestrator not answering: {exc}"
         if node is not None:
-            state = f"{node.connection or '?'}, {node.membership or '?'}"
+            state = f"{cell(node.connection or '?')}, {cell(node.membership or '?')}"
             if node.is_connected:
                 return state
         if rt.env.clock() >= deadline:
@@ -245,11 +305,15 @@ def onboard(rt: Runtime, request: OnboardRequest) -> ExitStatus:
     existing = existing_entry(rt, request)
     if existing is None:
         validate_new_entry(rt, request)
-    key = fetch_host_key(request.address, request.port, timeout=rt.settings.ssh.connect_timeout)
-    offered = confirm_key(rt, request, key)
+    offered = rt.connector.offered_key(request.as_host())
+    if offered.rewritten:
+        rt.env.say(
+            f"onboard: ssh_config sends {request.name} ({request.address}, port {request.port}) "
+            f"to {offered.name}: the key checked and pinned is the one {offered.name} offers"
+        )
+    confirm_key(rt, request, offered)
     # Past this line the user trusts the key: write, then act.
-    if rt.known_hosts.pin(request.address, request.port, key):
-        rt.env.say(f"onboard: pinned {offered} in {rt.known_hosts.path}")
+    pin_key(rt, request, offered)
     if existing is None:
         path = write_host_file(rt, request)
         rt.env.say(f"onboard: added {request.name} to the inventory: {path}")
@@ -260,7 +324,7 @@ def onboard(rt: Runtime, request: OnboardRequest) -> ExitStatus:
     if host is None:  # the loader would have refused the file before
         raise ConfigError("onboarded host missing after reload", key=request.name)
     rt.env.say(f"onboard: provisioning {host.name} as a compute node")
-    result = provision.apply(rt, [host])
+    result = apply(rt, [host])
     rt.env.say(format_recap(result))
     if result.exit_status != ExitStatus.SUCCESS:
         rt.env.say(
@@ -270,8 +334,8 @@ def onboard(rt: Runtime, request: OnboardRequest) -> ExitStatus:
         return ExitStatus.FAILURE
     joined = wait_for_node(rt, host)
     rt.env.say(f"onboard: at the orchestrator {host.name} is {joined}")
-    report = verify.verify(rt, [host])
-    rt.env.stderr.write(verify.render_table(report))
+    report = verify(rt, [host])
+    rt.env.stderr.write(render_table(report))
     rt.env.stderr.flush()
     if report.ready:
         rt.env.say(
@@ -295,6 +359,7 @@ def run(
     labels: str,
     fingerprint: str | None,
     api_port: int | None = None,
+    replace_key: bool = False,
 ) -> ExitStatus:
     """``invoke onboard``; ``api_port`` is for labs where nodes share one network namespace."""
     request = OnboardRequest(
@@ -305,6 +370,7 @@ def run(
         labels=parse_labels(labels),
         fingerprint=fingerprint,
         api_port=api_port,
+        replace_key=replace_key,
     )
     if not request.name or not request.address:
         raise UsageError("--host and --address are required", key="--host")

@@ -31,6 +31,10 @@ from fleetkit.foundation.status import FleetkitError
 MISMATCH_EXIT = 86
 #: Exit code of the host-side download snippet when neither curl nor wget exists.
 NO_DOWNLOADER_EXIT = 87
+#: Exit code of an install after which dpkg reports another version than the pinned one.
+VERSION_EXIT = 88
+#: Exits whose last stderr line is the whole story (shown as is, without "failed (exit N)").
+SELF_EXPLAINED_EXITS = frozenset({MISMATCH_EXIT, NO_DOWNLOADER_EXIT, VERSION_EXIT})
 
 
 class PackageError(FleetkitError):

@@ -4,27 +4,35 @@
 counts them), ``changed`` those that changed something (or would, in check
 mode), ``failed`` is 1 when the host did not reach its desired state: it was
 unreachable, a step failed, or it was not touched because the control plane
-failed. Everything shown passes through :func:`fleetkit.foundation.secrets.redact`.
+failed. ``round_trips`` is the number of SSH commands the host's run sent
+(what latency multiplies; the benchmarks print it).
+
+Error messages, versions and diffs come from hosts: everything printed for a
+terminal passes through :func:`fleetkit.foundation.secrets.redact` and
+:func:`fleetkit.foundation.terminal.terminal_safe` (a diff keeps fleetkit's
+own line breaks, each line escaped).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.secrets import redact
 from fleetkit.foundation.status import ExitStatus
-from fleetkit.hostfacts.steps import StepResult
+from fleetkit.foundation.table import render_table
+from fleetkit.foundation.terminal import terminal_safe
+from fleetkit.hostfacts.changes import StepRecord
 
 
-@dataclass(frozen=True)
-class StepRecord:
-    step: str
-    result: StepResult
+def shown(text: str) -> str:
+    """Text for a terminal: secrets redacted, control characters escaped, lines kept."""
+    return terminal_safe(redact(text), keep_newlines=True)
 
 
 @dataclass
-class HostReport:
+class HostRecap:
     host: Host
     records: list[StepRecord] = field(default_factory=list)
     #: Why the host did not reach its desired state (None = it did).
@@ -33,6 +41,8 @@ class HostReport:
     failed_step: str | None = None
     #: A note on hosts with nothing to do (no role).
     note: str | None = None
+    #: SSH commands this host's run sent (probe, batches, waits).
+    round_trips: int = 0
 
     @property
     def ok(self) -> int:
@@ -59,14 +69,30 @@ class HostReport:
         where = f"{self.failed_step}: " if self.failed_step else ""
         return redact(where + self.error)
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host.name,
+            "role": self.host.role,
+            "ok": self.ok,
+            "changed": self.changed,
+            "failed": self.failed,
+            "failed_step": self.failed_step,
+            "error": redact(self.error) if self.error else None,
+            "round_trips": self.round_trips,
+            "steps": [
+                {"step": r.step, "changed": r.result.changed, "message": redact(r.result.message)}
+                for r in self.records
+            ],
+        }
+
 
 @dataclass
 class ProvisionReport:
     check: bool = False
-    hosts: list[HostReport] = field(default_factory=list)
+    hosts: list[HostRecap] = field(default_factory=list)
 
     @property
-    def results(self) -> dict[str, HostReport]:
+    def results(self) -> dict[str, HostRecap]:
         return {r.host.name: r for r in self.hosts}
 
     @property
@@ -78,18 +104,31 @@ class ProvisionReport:
         return sum(r.changed for r in self.hosts)
 
     @property
+    def round_trips(self) -> dict[str, int]:
+        """Host -> SSH commands its run sent (the counter the benchmarks print)."""
+        return {r.host.name: r.round_trips for r in self.hosts}
+
+    @property
     def exit_status(self) -> ExitStatus:
         return ExitStatus.FAILURE if self.failed_hosts else ExitStatus.SUCCESS
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "changed": self.changed,
+            "failed": self.failed_hosts,
+            "hosts": [r.to_json() for r in self.hosts],
+        }
 
-def host_line(report: HostReport, *, check: bool = False) -> str:
+
+def host_line(report: HostRecap, *, check: bool = False) -> str:
     """The progress line printed as a host finishes."""
     changed = "would change" if check else "changed"
     status = "FAILED" if report.failed else changed if report.changed else "ok"
     line = f"{report.host.name}: {status} ({report.counts()})"
     if report.failed:
         line += f": {report.reason()}"
-    return redact(line)
+    return terminal_safe(redact(line))
 
 
 def format_recap(report: ProvisionReport) -> str:
@@ -99,14 +138,11 @@ def format_recap(report: ProvisionReport) -> str:
     )
     if not report.hosts:
         return f"{title}\nno hosts selected"
-    name_width = max(len(r.host.name) for r in report.hosts)
-    role_width = max(len(r.host.role) for r in report.hosts)
-    lines = [title]
-    for r in report.hosts:
-        lines.append(
-            f"{r.host.name:<{name_width}}  {r.host.role:<{role_width}}  "
-            f"ok={r.ok:<3} changed={r.changed:<3} failed={r.failed}"
-        )
+    table = render_table(
+        ("HOST", "ROLE", "OK", "CHANGED", "FAILED"),
+        [(r.host.name, r.host.role, r.ok, r.changed, r.failed) for r in report.hosts],
+    )
+    lines = [title, table.rstrip("\n")]
     for r in report.hosts:
         if r.failed:
             lines.append(f"failed: {r.host.name}: {r.reason()}")
@@ -115,7 +151,7 @@ def format_recap(report: ProvisionReport) -> str:
         if r.note:
             lines.append(f"note: {r.host.name}: {r.note}")
     lines.append(summary(report))
-    return redact("\n".join(lines))
+    return "\n".join(terminal_safe(redact(line), keep_newlines=True) for line in lines)
 
 
 def summary(report: ProvisionReport) -> str:
@@ -139,11 +175,12 @@ def format_plan(report: ProvisionReport) -> str:
         out.append(f"== {r.host.name} ({r.host.role}) {r.counts()}")
         for record in r.records:
             mark = "~" if record.result.changed else "="
-            out.append(f"  {mark} {record.step}: {record.result.message}")
+            out.append(f"  {mark} {record.step}: {shown(record.result.message)}")
             if record.result.diff:
-                out.extend("    " + line for line in record.result.diff.rstrip("\n").split("\n"))
+                diff = shown(record.result.diff.rstrip("\n"))
+                out.extend("    " + line for line in diff.split("\n"))
         if r.failed:
-            out.append(f"  ! {r.reason()}")
+            out.append(f"  ! {shown(r.reason())}")
         if r.note:
             out.append(f"  - {r.note}")
-    return redact("\n".join(out) + "\n")
+    return "\n".join(out) + "\n"

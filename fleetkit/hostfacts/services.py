@@ -5,8 +5,9 @@ Detected per host: systemd when ``/run/systemd/system`` exists (what
 as the unit's ``ExecStart`` under ``start-stop-daemon`` with a pidfile in
 ``/run/fleetkit`` and its output in ``/var/log/<service>.log``.
 ``settings.service_manager`` may force either. Each manager only builds shell
-commands; :class:`fleetkit.hostfacts.steps.ServiceStep` runs them, so both are testable
-without a host.
+commands: :class:`fleetkit.hostfacts.facts.ServiceLook` looks through them and
+:class:`fleetkit.hostfacts.steps.ServiceStep` plans with them, so both are
+testable without a host.
 
 Open question: the fallback has no boot integration (there is no init system
 to enable a service with); a reboot of such a host needs another provision run.
@@ -64,6 +65,19 @@ class ServiceState:
     enabled: bool
     restart_pending: bool
     reload_pending: bool
+    #: The manager that looked (``systemd``, ``start-stop-daemon``).
+    manager: str = ""
+
+    @classmethod
+    def from_words(cls, words: list[str], *, manager: str = "") -> ServiceState:
+        """The words a look printed: ``running|stopped``, ``enabled|disabled``, markers."""
+        return cls(
+            running="running" in words,
+            enabled="enabled" in words,
+            restart_pending="restart" in words,
+            reload_pending="reload" in words,
+            manager=manager,
+        )
 
 
 class ServiceManager(ABC):
@@ -81,15 +95,9 @@ class ServiceManager(ABC):
         )
         return f"{self._status_lines(spec)} {markers}"
 
-    @staticmethod
-    def parse_look(output: str) -> ServiceState:
-        words = output.split()
-        return ServiceState(
-            running="running" in words,
-            enabled="enabled" in words,
-            restart_pending="restart" in words,
-            reload_pending="reload" in words,
-        )
+    @classmethod
+    def parse_look(cls, output: str) -> ServiceState:
+        return ServiceState.from_words(output.split(), manager=cls.name)
 
     @abstractmethod
     def _status_lines(self, spec: ServiceSpec) -> str: ...

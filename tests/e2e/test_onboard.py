@@ -19,6 +19,7 @@ from fleetkit.foundation.inventory import load_inventory
 from lab.fleet import Lab
 from lab.hosts import LabHost
 from tests.e2e.conftest import CliResult, run_cli, wait_connected
+from tests.unit.test_known_hosts import ecdsa, entry
 
 pytestmark = pytest.mark.lab
 
@@ -134,3 +135,45 @@ def test_onboard_a_new_host_end_to_end(small_lab: Lab) -> None:
     assert again.exit_code == 0, again.stderr
     assert "already pinned" in again.stderr and "already in the inventory" in again.stderr
     assert snapshot(small_lab) == before
+
+
+def test_a_reinstalled_host_is_refused_then_replaced_explicitly(small_lab: Lab) -> None:
+    """Another key type pinned for the address: exit 2 and nothing written, until
+    --replace-key (with the new key confirmed) swaps exactly that host's line."""
+    new = small_lab.add_host("node-6", in_inventory=False, pin_key=False)
+    api_port = small_lab.entries["node-6"].bacalhau_api_port
+    name = new.known_hosts_line.split()[0]
+    old = entry(name, ecdsa()) + "\n"  # what the host offered before its reinstall
+    known = small_lab.workdir / "inventory" / "known_hosts"
+    known.write_text(known.read_text() + old)
+    before = snapshot(small_lab)
+
+    refused = run_onboard(small_lab, new, fp=host_fingerprint(new), api_port=api_port)
+    assert refused.exit_code == 2, refused.stderr
+    assert "offers a key of another type (ssh-ed25519" in refused.stderr
+    assert snapshot(small_lab) == before
+    assert not new.exists("/etc/osquery/osquery.flags")
+
+    replaced = run_cli(
+        small_lab,
+        "onboard",
+        "--host",
+        new.name,
+        "--address",
+        new.address,
+        "--port",
+        str(new.ssh_port),
+        "--labels",
+        "role=osquery,env=lab",
+        "--host-key-fingerprint",
+        host_fingerprint(new),
+        "--bacalhau-api-port",
+        str(api_port),
+        "--replace-key",
+    )
+    assert replaced.exit_code == 0, replaced.stderr
+    assert "onboard: replaced ecdsa-sha2-nistp256 " in replaced.stderr
+    lines = known.read_text().splitlines()
+    assert old.strip() not in lines
+    assert new.known_hosts_line in lines
+    assert "onboard: node-6 is ready" in replaced.stderr

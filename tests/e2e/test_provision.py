@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import re
 import threading
 import time
@@ -20,6 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fleetkit.commands.provision import ProvisionReport, apply
+from fleetkit.commands.verify import verify
+from fleetkit.foundation.environment import Environment
+from fleetkit.runtime import Runtime
 from lab.fleet import Lab
 from lab.hosts import HostKey
 from tests.e2e.conftest import (
@@ -44,11 +49,20 @@ def token_of(lab: Lab) -> str:
 
 
 def recap_counts(result: CliResult) -> dict[str, tuple[int, int, int]]:
-    """host -> (ok, changed, failed) from the PROVISION RECAP on stderr."""
-    found = re.findall(
-        r"^(\S+)\s+\S+\s+ok=(\d+)\s+changed=(\d+)\s+failed=(\d+)$", result.stderr, re.M
-    )
+    """host -> (ok, changed, failed) from the PROVISION RECAP table on stderr."""
+    recap = result.stderr.split("PROVISION RECAP", 1)[-1]
+    found = re.findall(r"^(\S+)\s+\S+\s+(\d+)\s+(\d+)\s+(\d+)$", recap, re.M)
     return {name: (int(ok), int(ch), int(fa)) for name, ok, ch, fa in found}
+
+
+def provision_report(lab: Lab, *, check: bool = False) -> ProvisionReport:
+    """Provision the whole lab in-process and return the report (round trips per host)."""
+    env = Environment(
+        stdout=io.StringIO(), stderr=io.StringIO(), environ=lab.environ(), cwd=str(lab.workdir)
+    )
+    rt = Runtime(env=env)
+    rt.load()
+    return apply(rt, list(rt.inventory.hosts), check=check)
 
 
 def mode_of(lab: Lab, host: str, path: str) -> int:
@@ -115,6 +129,34 @@ def test_second_run_changes_nothing(provisioned_lab: Lab) -> None:
     assert all(changed == 0 and failed == 0 for _, changed, failed in counts.values()), counts
     assert "no changes" in result.stderr
     assert_clean(result, provisioned_lab)
+
+
+def test_round_trips_first_run_rerun_check_and_verify(lab_factory: object) -> None:
+    """Issue 13's targets per host: first run <= 6 SSH commands, rerun <= 2, verify 1;
+    check mode reads (one probe) and touches nothing."""
+    lab: Lab = lab_factory(compute=1)  # type: ignore[operator]
+    first = provision_report(lab)
+    assert first.exit_status == 0, [h.reason() for h in first.hosts]
+    assert all(1 <= n <= 6 for n in first.round_trips.values()), first.round_trips
+    wait_connected(lab, ["node-1"])
+    again = provision_report(lab)
+    assert again.exit_status == 0 and again.changed == 0
+    assert all(n <= 2 for n in again.round_trips.values()), again.round_trips
+    node = lab.host("node-1")
+    flags = node.read_file("/etc/osquery/osquery.flags")
+    node.write_file("/etc/osquery/osquery.flags", flags + "--verbose\n", mode=0o644)
+    check = provision_report(lab, check=True)
+    assert check.results["node-1"].changed == 2  # the file, and the restart it would need
+    assert check.round_trips == {"orch-1": 1, "node-1": 1}
+    assert node.read_file("/etc/osquery/osquery.flags") == flags + "--verbose\n"
+    rt = Runtime(
+        env=Environment(
+            stdout=io.StringIO(), stderr=io.StringIO(), environ=lab.environ(), cwd=str(lab.workdir)
+        )
+    )
+    rt.load()
+    readiness = verify(rt, list(rt.inventory.hosts))
+    assert readiness.round_trips == {"orch-1": 1, "node-1": 1}
 
 
 def test_check_shows_the_diff_of_a_drifted_host_and_changes_nothing(provisioned_lab: Lab) -> None:

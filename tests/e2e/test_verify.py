@@ -19,8 +19,6 @@ import pytest
 import requests
 
 from fleetkit.foundation.environment import Environment
-from fleetkit.foundation.render import Renderer
-from fleetkit.hostfacts.roles import RoleContext
 from fleetkit.hostfacts.roles.bacalhau import bacalhau_service
 from fleetkit.hostfacts.roles.osquery import osqueryd_service
 from fleetkit.hostfacts.services import ServiceSpec, StartStopDaemon
@@ -43,9 +41,8 @@ def lab_runtime(lab: Lab) -> Runtime:
 
 def service_specs(lab: Lab) -> tuple[ServiceSpec, ServiceSpec]:
     """(bacalhau, osqueryd) exactly as provisioning runs them."""
-    rt = lab_runtime(lab)
-    context = RoleContext(rt.settings, rt.inventory, Renderer(rt.settings.templates_dir))
-    return bacalhau_service(context), osqueryd_service(context)
+    settings = lab_runtime(lab).settings
+    return bacalhau_service(settings), osqueryd_service(settings)
 
 
 def stop_service(host: LabHost, spec: ServiceSpec) -> None:
@@ -311,13 +308,6 @@ def test_one_host_unreachable(provisioned_lab: Lab) -> None:
     assert "verify: 1 of 4 hosts NOT ready: node-3 (ssh)" in table.stderr
 
 
-def test_bad_hosts_option_is_exit_2(provisioned_lab: Lab) -> None:
-    result = run_cli(provisioned_lab, "verify", "--hosts", "nosuch")
-    assert result.exit_code == 2
-    assert "unknown host or group 'nosuch'" in result.stderr
-    assert "Traceback" not in result.output
-
-
 def test_orchestrator_unreachable_is_named_once(provisioned_lab: Lab) -> None:
     from lab.hosts import free_ports
 
@@ -334,3 +324,34 @@ def test_orchestrator_unreachable_is_named_once(provisioned_lab: Lab) -> None:
     assert f"127.0.0.1:{closed}" in api["evidence"]
     assert check(data, "node-1", "cluster.node")["verdict"] == "skip"
     assert "Traceback" not in result.output
+
+
+def test_a_hostile_node_is_reported_escaped_and_bounded(
+    provisioned_lab: Lab, broken: list[str]
+) -> None:
+    """Escape codes in a node's files and a YAML alias bomb in its agent config: verify and
+    provision --check end with the documented exit code and print escape codes escaped."""
+    lab = provisioned_lab
+    broken.append("node-2")
+    node = lab.host("node-2")
+    flags = node.read_file("/etc/osquery/osquery.flags")
+    hostile = flags.replace("--disable_tables=", "--disable_tables=\x1b]0;owned\x07\x1b[2J,")
+    node.write_file("/etc/osquery/osquery.flags", hostile, mode=0o644)
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n"
+        for i in range(9)
+    )
+    node.write_file("/etc/bacalhau/config.yaml", bomb, mode=0o600)
+    table = run_cli(lab, "verify", "--hosts", "node-2")
+    result, data = verify_json(lab, "--hosts", "node-2")
+    assert table.exit_code == 1 and result.exit_code == 1
+    assert {"osquery.flags", "bacalhau.config"} <= set(failures(data)["node-2"])
+    assert "\x1b" not in table.stderr and "\x07" not in table.stderr
+    assert "\\x1b]0;owned\\x07\\x1b[2J" in table.stderr
+    flags_check = check(data, "node-2", "osquery.flags")
+    assert "\x1b]0;owned" in flags_check["evidence"]  # JSON keeps the exact value
+    assert len(check(data, "node-2", "bacalhau.config")["evidence"]) <= 500
+    plan = run_cli(lab, "provision", "--check", "--hosts", "node-2")
+    assert plan.exit_code == 0, plan.output
+    assert "\x1b" not in plan.output and "\\x1b]0;owned\\x07" in plan.stdout
+    assert node.read_file("/etc/osquery/osquery.flags") == hostile

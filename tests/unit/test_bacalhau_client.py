@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -31,6 +31,7 @@ from fleetkit.clients.bacalhau import (
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.status import ConfigError, ExitStatus, exit_status_for
 from fleetkit.runtime import Runtime
+from tests.hostile_server import serving
 
 # ---------------------------------------------------------------- scripted server
 
@@ -120,18 +121,9 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     scripted = ScriptedServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(scripted))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    scripted.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with serving(_handler(scripted), scripted.release) as url:
+        scripted.url = url
         yield scripted
-    finally:
-        scripted.release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 class Sleeps(list[float]):
@@ -619,7 +611,7 @@ def test_refused_submit_is_tried_once_and_says_nothing_was_sent() -> None:
     assert sleeps == []
 
 
-# ---------------------------------------------------------------- from_runtime
+# ---------------------------------------------------------------- wiring: rt.orchestrator
 
 PACKAGE = {"source": "pkg.deb", "sha256": "0" * 64}
 
@@ -648,17 +640,17 @@ def runtime_for(root: Path, environ: dict[str, str]) -> Runtime:
     return Runtime(env=Environment(environ=environ, cwd=str(root)))
 
 
-def test_from_runtime_uses_the_control_plane_and_its_api_port(tmp_path: Path) -> None:
+def test_orchestrator_uses_the_control_plane_and_its_api_port(tmp_path: Path) -> None:
     write_setup(tmp_path, {})
-    client = BacalhauClient.from_runtime(runtime_for(tmp_path, {}))
+    client = runtime_for(tmp_path, {}).orchestrator
     assert client.base_url == "http://127.9.9.1:20123"
 
 
-def test_from_runtime_sends_the_api_key_secret(tmp_path: Path, server: ScriptedServer) -> None:
+def test_orchestrator_sends_the_api_key_secret(tmp_path: Path, server: ScriptedServer) -> None:
     write_setup(tmp_path, {"orchestrator_url": server.url, "api_key": {"env": "FK_API_KEY"}})
     server.on("GET", "/api/v1/agent/version", Reply(body={"Major": "1", "Minor": "9"}))
     key = "from-settings-key-0123456789"
-    client = BacalhauClient.from_runtime(runtime_for(tmp_path, {"FK_API_KEY": key}))
+    client = runtime_for(tmp_path, {"FK_API_KEY": key}).orchestrator
     client.version()
     assert server.seen[0].headers["authorization"] == f"Bearer {key}"
 
@@ -666,11 +658,11 @@ def test_from_runtime_sends_the_api_key_secret(tmp_path: Path, server: ScriptedS
 def test_username_without_password_is_bad_input(tmp_path: Path) -> None:
     write_setup(tmp_path, {"api_username": "ops"})
     with pytest.raises(ConfigError, match="api_username is set but no password") as caught:
-        BacalhauClient.from_runtime(runtime_for(tmp_path, {}))
+        _ = runtime_for(tmp_path, {}).orchestrator
     assert exit_status_for(caught.value) == ExitStatus.BAD_INPUT
 
 
-def test_from_runtime_honours_orchestrator_url_and_bacalhau_env(
+def test_orchestrator_honours_orchestrator_url_and_bacalhau_env(
     tmp_path: Path, server: ScriptedServer
 ) -> None:
     write_setup(tmp_path, {})
@@ -680,7 +672,18 @@ def test_from_runtime_honours_orchestrator_url_and_bacalhau_env(
         "BACALHAU_API_USERNAME": "ops",
         "BACALHAU_API_PASSWORD": "env-password-123",
     }
-    client = BacalhauClient.from_runtime(runtime_for(tmp_path, environ))
+    client = runtime_for(tmp_path, environ).orchestrator
     client.version()
     expected = base64.b64encode(b"ops:env-password-123").decode()
     assert server.seen[0].headers["authorization"] == f"Basic {expected}"
+
+
+def test_settings_naming_the_orchestrator_need_no_inventory(
+    tmp_path: Path, server: ScriptedServer
+) -> None:
+    write_setup(tmp_path, {"orchestrator_url": server.url})
+    (tmp_path / "inventory" / "fleet.yaml").unlink()
+    (tmp_path / "inventory" / "known_hosts").unlink()
+    (tmp_path / "inventory").rmdir()
+    server.on("GET", "/api/v1/agent/version", Reply(body={"Major": "1", "Minor": "9"}))
+    assert runtime_for(tmp_path, {}).orchestrator.version().minor == 9

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from fleetkit.foundation.inventory import load_inventory
-from fleetkit.foundation.render import Renderer
+from fleetkit.foundation.render import BUILTIN_TEMPLATES, Renderer
 from fleetkit.foundation.settings import load_settings
 from fleetkit.foundation.status import ConfigError
 from fleetkit.hostfacts.roles import RoleContext, plan_for
@@ -173,3 +173,53 @@ def test_host_api_port_overrides_the_default(tmp_path: Path) -> None:
     data = yaml.safe_load(_files(tmp_path, "node-1")["/etc/bacalhau/config.yaml"].content)
     assert data["API"]["Port"] == 4321
     assert data["Labels"] == {}
+
+
+# --- a project's templates override the shipped ones, file by file -------------------------
+
+
+def test_project_templates_beside_the_settings_override_one_file(tmp_path: Path) -> None:
+    make_setup(tmp_path)
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "bacalhau.service.j2").write_text(
+        "# site unit for {{ host.name }}\nExecStart={{ exec_start }}\n"
+    )
+    settings = load_settings({}, str(tmp_path))
+    renderer = Renderer.for_settings(settings)
+    context = RoleContext(settings, load_inventory(settings.inventory_dir), renderer)
+    node = context.inventory.get("node-1")
+    assert node is not None
+    steps = {s.path: s for s in plan_for(node, context).steps if isinstance(s, FileStep)}
+    unit = steps["/etc/systemd/system/bacalhau.service"].content
+    assert unit.startswith("# site unit for node-1\nExecStart=/usr/local/bin/bacalhau serve")
+    flags = steps["/etc/osquery/osquery.flags"].content  # not overridden: the shipped one
+    assert flags.startswith("# Managed by fleetkit (templates/osquery.flags.j2)")
+    assert renderer.path_of("bacalhau.service.j2") == str(
+        tmp_path / "templates" / "bacalhau.service.j2"
+    )
+    assert renderer.path_of("osquery.flags.j2") == str(BUILTIN_TEMPLATES / "osquery.flags.j2")
+
+
+def test_templates_dir_setting_overrides_file_by_file_too(tmp_path: Path) -> None:
+    make_setup(tmp_path, settings={"templates_dir": "site-templates"})
+    (tmp_path / "site-templates").mkdir()
+    (tmp_path / "site-templates" / "osquery.flags.j2").write_text("--verbose={{ nope }}\n")
+    settings = load_settings({}, str(tmp_path))
+    renderer = Renderer.for_settings(settings)
+    with pytest.raises(ConfigError) as caught:
+        renderer.render("osquery.flags.j2", {})
+    assert caught.value.file == str(tmp_path / "site-templates" / "osquery.flags.j2")
+    assert caught.value.key == "nope"
+    assert "Managed by fleetkit" in renderer.render(
+        "bacalhau.env.j2", {"host": None, "variables": []}
+    )
+
+
+def test_without_project_templates_the_shipped_ones_are_used(tmp_path: Path) -> None:
+    make_setup(tmp_path)
+    settings = load_settings({}, str(tmp_path))
+    renderer = Renderer.for_settings(settings)
+    assert renderer.directories == [BUILTIN_TEMPLATES]
+    with pytest.raises(ConfigError, match="template not found") as caught:
+        renderer.render("nope.j2", {})
+    assert str(BUILTIN_TEMPLATES) in str(caught.value)

@@ -1,4 +1,7 @@
-"""ResultStore against a real local S3 server (``moto_server`` in a subprocess)."""
+"""ResultStore against a real local S3 server (``moto_server`` in a subprocess).
+
+Hostile S3 answers (floods, drips, redirects) are in ``test_s3_limits.py``.
+"""
 
 from __future__ import annotations
 
@@ -71,12 +74,24 @@ def objects(endpoint: str) -> dict[str, bytes]:
     return stored
 
 
-def test_fetch_many_returns_each_object_under_its_execution(
+def read_all(results: dict[str, Any]) -> dict[str, Any]:
+    """Each spooled file's bytes (closed), errors as they are."""
+    out: dict[str, Any] = {}
+    for item_id, value in results.items():
+        if isinstance(value, ResultFetchError):
+            out[item_id] = value
+        else:
+            out[item_id] = value.read()
+            value.close()
+    return out
+
+
+def test_spool_many_returns_each_object_under_its_execution(
     endpoint: str, objects: dict[str, bytes]
 ) -> None:
     store = ResultStore.from_settings(settings(endpoint), {})
     items = [(f"e-{i}", BUCKET, f"fleetkit/j-1/node-{i}/e-{i}/stdout") for i in range(40)]
-    results = store.fetch_many(items, parallelism=8)
+    results = read_all(store.spool_many(items, parallelism=8))
     assert list(results) == [item_id for item_id, _, _ in items]
     for item_id, _, key in items:
         assert results[item_id] == objects[key]
@@ -100,13 +115,15 @@ def test_spool_many_puts_each_object_in_its_own_nameless_file(
 
 def test_missing_object_is_a_per_item_error(endpoint: str, objects: dict[str, bytes]) -> None:
     store = ResultStore.from_settings(settings(endpoint), {})
-    results = store.fetch_many(
-        [
-            ("e-0", BUCKET, "fleetkit/j-1/node-0/e-0/stdout"),
-            ("e-gone", BUCKET, "fleetkit/j-1/node-x/e-gone/stdout"),
-            ("e-1", BUCKET, "fleetkit/j-1/node-1/e-1/stdout"),
-            ("e-nobucket", "no-such-bucket", "k/stdout"),
-        ]
+    results = read_all(
+        store.spool_many(
+            [
+                ("e-0", BUCKET, "fleetkit/j-1/node-0/e-0/stdout"),
+                ("e-gone", BUCKET, "fleetkit/j-1/node-x/e-gone/stdout"),
+                ("e-1", BUCKET, "fleetkit/j-1/node-1/e-1/stdout"),
+                ("e-nobucket", "no-such-bucket", "k/stdout"),
+            ]
+        )
     )
     assert results["e-0"] == objects["fleetkit/j-1/node-0/e-0/stdout"]
     assert results["e-1"] == objects["fleetkit/j-1/node-1/e-1/stdout"]
@@ -117,10 +134,10 @@ def test_missing_object_is_a_per_item_error(endpoint: str, objects: dict[str, by
     assert str(results["e-nobucket"]) == "result bucket s3://no-such-bucket/k/stdout not found"
 
 
-def test_fetch_raises_for_one_missing_object(endpoint: str, objects: dict[str, bytes]) -> None:
+def test_spool_raises_for_one_missing_object(endpoint: str, objects: dict[str, bytes]) -> None:
     store = ResultStore.from_settings(settings(endpoint), {})
     with pytest.raises(ResultFetchError, match="not found"):
-        store.fetch(BUCKET, "nope/stdout")
+        store.spool(BUCKET, "nope/stdout")
 
 
 def test_credentials_fall_back_to_the_environment(endpoint: str, objects: dict[str, bytes]) -> None:
@@ -129,7 +146,8 @@ def test_credentials_fall_back_to_the_environment(endpoint: str, objects: dict[s
         settings(endpoint, access_key_id=None, secret_access_key=None), environ
     )
     key = "fleetkit/j-1/node-3/e-3/stdout"
-    assert store.fetch(BUCKET, key) == objects[key]
+    with store.spool(BUCKET, key) as handle:
+        assert handle.read() == objects[key]
     credentials = store.client._request_signer._credentials
     assert credentials.access_key == KEY_ID
 
@@ -155,7 +173,7 @@ def test_unknown_aws_profile_is_bad_input(endpoint: str) -> None:
 def test_unreachable_endpoint_is_a_per_item_error() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     store = ResultStore.from_settings(settings(dead), {})
-    results = store.fetch_many([("e-1", BUCKET, "k/stdout"), ("e-2", BUCKET, "k2/stdout")])
+    results = store.spool_many([("e-1", BUCKET, "k/stdout"), ("e-2", BUCKET, "k2/stdout")])
     for item_id in ("e-1", "e-2"):
         error = results[item_id]
         assert isinstance(error, ResultFetchError)
@@ -163,19 +181,19 @@ def test_unreachable_endpoint_is_a_per_item_error() -> None:
         assert dead in str(error)
 
 
-class GatedClient:
-    """Wraps the real client; counts concurrent downloads and proves overlap with a barrier."""
+class GatedHttp:
+    """Wraps the store's HTTP; counts concurrent downloads and proves overlap with a barrier."""
 
-    def __init__(self, client: Any, gate: int) -> None:
-        self.client = client
-        self.meta = client.meta
+    def __init__(self, http: Any, gate: int) -> None:
+        self.http = http
+        self.limits = http.limits
         self.barrier = threading.Barrier(gate, timeout=10)
         self.lock = threading.Lock()
         self.in_flight = 0
         self.peak = 0
         self.calls = 0
 
-    def get_object(self, **kwargs: Any) -> Any:
+    def request(self, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
             self.in_flight += 1
             self.calls += 1
@@ -185,7 +203,7 @@ class GatedClient:
             if first:
                 # Only passes once `gate` downloads are running at the same time.
                 self.barrier.wait()
-            return self.client.get_object(**kwargs)
+            return self.http.request(*args, **kwargs)
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -195,13 +213,13 @@ def test_downloads_overlap_but_stay_within_the_bound(
     endpoint: str, objects: dict[str, bytes]
 ) -> None:
     real = ResultStore.from_settings(settings(endpoint), {})
-    gated = GatedClient(real.client, gate=4)
-    store = ResultStore(gated, parallelism=4)
+    gated = GatedHttp(real.http, gate=4)
+    store = ResultStore(real.client, parallelism=4, http=gated)  # type: ignore[arg-type]
     items = [(f"e-{i}", BUCKET, f"fleetkit/j-1/node-{i}/e-{i}/stdout") for i in range(40)]
-    results = store.fetch_many(items)
+    results = read_all(store.spool_many(items))
     assert all(isinstance(v, bytes) for v in results.values())
     assert gated.peak == 4
 
 
 def test_no_items_no_work(endpoint: str) -> None:
-    assert ResultStore.from_settings(settings(endpoint), {}).fetch_many([]) == {}
+    assert ResultStore.from_settings(settings(endpoint), {}).spool_many([]) == {}

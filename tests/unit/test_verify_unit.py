@@ -1,9 +1,9 @@
 """verify, nodes and onboard without hosts: checks as data, reports, refusals.
 
-The checks are plain functions of what a host printed and what the
+The checks are pure judges of what a host's probe read and what the
 orchestrator answered, so every verdict, evidence and fix a user would read is
-asserted here without a lab. The probe script's encoding is exercised by
-running its shell prelude for real (read-only, in a temp dir).
+asserted here without a lab. Host outputs go through the real fact parsers;
+the probe's encoding is exercised by running it for real (read-only).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import io
 import json
 import re
 import subprocess
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,23 @@ from fleetkit.clients.bacalhau import NodeState
 from fleetkit.clients.ssh import HostKeyError, SSHError, fingerprint
 from fleetkit.commands import nodes as nodes_mod
 from fleetkit.commands import onboard as onboard_mod
-from fleetkit.commands import verify as v
 from fleetkit.foundation.environment import Environment
-from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.inventory import COMPUTE, CONTROL_PLANE, Host
 from fleetkit.foundation.render import Renderer
 from fleetkit.foundation.status import ExitStatus, UsageError
-from fleetkit.hostfacts.roles import RoleContext
+from fleetkit.hostfacts.facts import Fact, FactView, Raw
+from fleetkit.hostfacts.probe import build_probe, read_results, shell_command
+from fleetkit.hostfacts.roles import RoleContext, plan_for
 from fleetkit.hostfacts.roles import bacalhau as bacalhau_role
 from fleetkit.hostfacts.roles import osquery as osquery_role
+from fleetkit.hostfacts.steps import PlanContext
+from fleetkit.readiness import host_checks
+from fleetkit.readiness.catalog import CHECKS, Need, checks_for, evaluate, probe_facts, probe_script
+from fleetkit.readiness.cluster import ClusterView, observe_cluster
+from fleetkit.readiness.engine import Gathered, build_report, looks_for
+from fleetkit.readiness.expected import Expected
+from fleetkit.readiness.model import CheckVerdict, Subject, VerifyReport
+from fleetkit.readiness.render import render_table, summary_line
 from fleetkit.runtime import Runtime
 
 TOKEN = "unit-test-node-token-0123456789"
@@ -85,8 +95,8 @@ def rt(workdir: Path) -> Runtime:
 
 
 @pytest.fixture
-def expected(rt: Runtime) -> v.Expected:
-    return v.Expected.from_settings(rt.settings)
+def expected(rt: Runtime) -> Expected:
+    return Expected.from_settings(rt.settings)
 
 
 @pytest.fixture
@@ -138,38 +148,55 @@ def node(node_id: str, **kwargs: Any) -> NodeState:
     return NodeState.from_json(node_json(node_id, **kwargs))
 
 
-def healthy_facts(rt: Runtime, context: RoleContext, name: str, **override: v.Probe) -> v.HostFacts:
-    """What the probe script prints on a host provisioned from the real templates."""
+def file_raw(text: str, mode: str = "600") -> Raw:
+    """What the file fact prints for an existing file."""
+    return Raw(0, f"{mode} root root\n{text}".encode())
+
+
+def out(text: str, code: int = 0, err: str = "") -> Raw:
+    return Raw(code, text.encode(), err.encode())
+
+
+def healthy_raws(rt: Runtime, context: RoleContext, name: str) -> dict[str, Raw]:
+    """What each fact's command prints on a host provisioned from the real templates."""
     h = host(rt, name)
-    probes = {
-        "hostname": v.Probe(0, name + "\n", ""),
-        "bacalhau_binary": v.Probe(
-            0, json.dumps({"clientVersion": {"Major": "1", "GitVersion": "v1.9.3"}}), ""
+    raws = {
+        "hostname": out(name + "\n"),
+        "bacalhau_binary": out(
+            json.dumps({"clientVersion": {"Major": "1", "GitVersion": "v1.9.3"}})
         ),
-        "bacalhau_service": v.Probe(0, "start-stop-daemon running disabled\n", ""),
-        "bacalhau_agent": v.Probe(0, '{"Status":"OK"}', ""),
+        "bacalhau": out("start-stop-daemon running disabled\n"),
+        "agent": out('{"Status":"OK"}'),
     }
     if h.is_control_plane:
-        probes["bacalhau_config"] = v.Probe(0, bacalhau_role.orchestrator_config(h, context), "")
+        raws["bacalhau_config"] = file_raw(bacalhau_role.orchestrator_config(h, context))
     else:
-        probes |= {
-            "bacalhau_config": v.Probe(0, bacalhau_role.compute_config(h, context), ""),
-            "osquery_package": v.Probe(0, "5.23.1-1.linux", ""),
-            "osqueryd_service": v.Probe(0, "start-stop-daemon running disabled\n", ""),
-            "osquery_socket": v.Probe(0, "srwxr-xr-x 1 root root 0 /var/osquery/osquery.em\n", ""),
-            "osquery_probe": v.Probe(
-                0,
+        raws |= {
+            "bacalhau_config": file_raw(bacalhau_role.compute_config(h, context)),
+            "osquery_package": out("ii 5.23.1-1.linux"),
+            "osqueryd": out("start-stop-daemon running disabled\n"),
+            "socket": out("srwxr-xr-x 1 root root 0 /var/osquery/osquery.em\n"),
+            "probe_query": out(
                 "Connected to extension socket /var/osquery/osquery.em for debugging\n"
-                '[\n  {"ok":"1"}\n]\n',
-                "",
+                '[\n  {"ok":"1"}\n]\n'
             ),
-            "osquery_flags": v.Probe(0, osquery_role.flags_content(h, context), ""),
+            "flags": file_raw(osquery_role.flags_content(h, context), "644"),
         }
-    probes.update(override)
-    return v.HostFacts(probes)
+    return raws
 
 
-def healthy_cluster(version: str = "v1.9.3", **per_node: dict[str, Any]) -> v.ClusterView:
+def healthy_facts(rt: Runtime, context: RoleContext, name: str, **override: Raw) -> FactView:
+    """The host's facts, parsed by the real facts from what their commands print.
+
+    ``override`` replaces what one fact printed, by its name in :class:`Looks`.
+    """
+    looks = looks_for(host(rt, name), Expected.from_settings(rt.settings))
+    raws = healthy_raws(rt, context, name) | override
+    facts: dict[Fact[Any], Raw] = {getattr(looks, key): raw for key, raw in raws.items()}
+    return FactView.parsed(facts)
+
+
+def healthy_cluster(version: str = "v1.9.3", **per_node: dict[str, Any]) -> ClusterView:
     base = {
         "node-1": node_json("node-1", labels={"role": "osquery", "env": "prod"}),
         "node-2": node_json("node-2", labels={"role": "osquery", "env": "prod"}),
@@ -177,83 +204,100 @@ def healthy_cluster(version: str = "v1.9.3", **per_node: dict[str, Any]) -> v.Cl
     for name, changes in per_node.items():
         base[name] = node_json(name, **{"labels": {"role": "osquery", "env": "prod"}, **changes})
     nodes = tuple(NodeState.from_json(n) for n in base.values())
-    return v.ClusterView("http://10.0.0.1:1234", alive=True, version=version, nodes=nodes)
+    return ClusterView("http://10.0.0.1:1234", alive=True, version=version, nodes=nodes)
 
 
 def report_for(
     rt: Runtime,
     context: RoleContext,
     *,
-    facts: dict[str, v.Gathered] | None = None,
-    cluster: v.ClusterView | None = None,
-) -> v.VerifyReport:
+    facts: dict[str, Gathered] | None = None,
+    cluster: ClusterView | None = None,
+) -> VerifyReport:
     hosts = list(rt.inventory.hosts)
-    gathered = {h.name: v.Gathered(healthy_facts(rt, context, h.name), None) for h in hosts}
+    gathered = {h.name: Gathered(healthy_facts(rt, context, h.name), None) for h in hosts}
     gathered.update(facts or {})
-    return v.build_report(
+    return build_report(
         hosts,
         gathered,
         cluster or healthy_cluster(),
-        v.Expected.from_settings(rt.settings),
+        Expected.from_settings(rt.settings),
         control_plane=rt.inventory.control_plane,
         pinned=lambda h: ["ssh-ed25519 SHA256:abc"],
     )
 
 
-def only_failures(report: v.VerifyReport) -> dict[str, list[str]]:
+def only_failures(report: VerifyReport) -> dict[str, list[str]]:
     return {h.name: [c.name for c in h.failures] for h in report.hosts if h.failures}
+
+
+def subject(rt: Runtime, expected: Expected, name: str = "node-1") -> Subject:
+    """The world one judge sees, for calling a judge directly."""
+    h = host(rt, name)
+    return Subject(
+        host=h,
+        expected=expected,
+        looks=looks_for(h, expected),
+        facts=FactView(),
+        ssh_error=None,
+        cluster=healthy_cluster(),
+        node=None,
+        control_plane=rt.inventory.control_plane,
+        compute=[],
+    )
 
 
 # --------------------------------------------------------------------------- probe encoding
 
 
-def run_prelude(body: str) -> bytes:
-    """Run the probe script's shell helpers for real with ``body`` and the closing tar."""
-    script = v._PROBE_PRELUDE + body + "fk_done\n"
-    done = subprocess.run(["sh", "-c", script], capture_output=True, timeout=30)
+@dataclass(frozen=True)
+class Cmd(Fact[Raw]):
+    """Any command as a fact (to exercise the probe's encoding)."""
+
+    text: str
+
+    def command(self) -> str:
+        return self.text
+
+    def parse(self, raw: Raw) -> Raw:
+        return raw
+
+
+def run_probe(*facts: Fact[Any]) -> dict[Fact[Any], Raw]:
+    """Run a probe for real on this machine and read its answer back."""
+    probe = build_probe(list(facts))
+    done = subprocess.run(
+        ["sh", "-c", shell_command(probe.script)], capture_output=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
-    return done.stdout
+    return probe.results(done.stdout)
 
 
 def test_probe_results_carry_any_output_exit_code_and_stderr() -> None:
-    facts = v.parse_probe_output(
-        run_prelude(
-            "fk multi printf 'line one\\nline two \\0 with a NUL\\n'\n"
-            "fk failing sh -c 'echo oops >&2; exit 3'\n"
-            "fk silent true\n"
-        )
-    )
-    assert facts.get("multi") == v.Probe(0, "line one\nline two \0 with a NUL\n", "")
-    assert facts.get("failing") == v.Probe(3, "", "oops\n")
-    assert facts.get("silent") == v.Probe(0, "", "")
-    assert facts.get("absent") is None
+    multi = Cmd("printf 'line one\\nline two \\0 with a NUL\\n'")
+    failing = Cmd("echo oops >&2; exit 3")
+    silent = Cmd("true")
+    found = run_probe(multi, failing, silent)
+    assert found[multi] == Raw(0, b"line one\nline two \0 with a NUL\n", b"")
+    assert found[failing] == Raw(3, b"", b"oops\n")
+    assert found[silent] == Raw(0, b"", b"")
 
 
 def test_garbage_instead_of_the_tar_stream_gives_no_facts() -> None:
-    assert v.parse_probe_output(b"Welcome to the host!\n").probes == {}
-    assert v.parse_probe_output(b"").probes == {}
-
-
-def test_socket_helper_tells_socket_from_plain_file(tmp_path: Path) -> None:
-    plain = tmp_path / "plain"
-    plain.write_text("x")
-    out = run_prelude(f"fk a fk_socket {plain}\nfk b fk_socket {tmp_path / 'none'}\n")
-    facts = v.parse_probe_output(out)
-    a, b = facts.get("a"), facts.get("b")
-    assert a is not None and a.exit_code == 2 and "not a socket" in a.stderr
-    assert b is not None and b.exit_code == 1 and "no such file" in b.stderr
+    assert read_results(b"Welcome to the host!\n") == {}
+    assert read_results(b"") == {}
 
 
 def test_probe_script_quotes_paths_and_probes_only_what_the_role_needs(
-    expected: v.Expected,
+    expected: Expected,
 ) -> None:
-    compute = v.probe_script(expected, role="compute", api_port=4321)
-    plane = v.probe_script(expected, role="control_plane", api_port=1234)
-    assert "fk osquery_probe timeout 20 osqueryi --connect=/var/osquery/osquery.em" in compute
+    compute = probe_script(expected, role="compute", api_port=4321)
+    plane = probe_script(expected, role="control_plane", api_port=1234)
+    assert "timeout 20 osqueryi --connect=/var/osquery/osquery.em --json" in compute
     assert "http://127.0.0.1:4321/api/v1/agent/alive" in compute
-    assert "osquery" not in plane.split("fk hostname", 1)[1]
-    assert "container_engine" not in compute  # settings say skip
-    assert TOKEN not in compute
+    assert "osquery" not in plane
+    assert "docker" not in compute  # settings say skip
+    assert TOKEN not in compute and TOKEN not in plane
 
 
 # --------------------------------------------------------------------------- healthy
@@ -284,7 +328,7 @@ def test_healthy_fleet_passes_every_check(rt: Runtime, context: RoleContext) -> 
     ):
         assert wanted in names
     engine = node1.check("container.engine")
-    assert engine is not None and engine.verdict is v.Verdict.SKIP
+    assert engine is not None and engine.verdict is CheckVerdict.SKIP
     orch = report.host("orch-1")
     assert orch is not None
     assert orch.check("orchestrator.api") is not None
@@ -295,7 +339,7 @@ def test_table_and_json_say_ready_and_never_show_the_token(
     rt: Runtime, context: RoleContext
 ) -> None:
     report = report_for(rt, context)
-    table = v.render_table(report)
+    table = render_table(report)
     assert table.splitlines()[0].split() == ["HOST", "CHECK", "RESULT", "EVIDENCE"]
     assert table.rstrip().endswith("verify: all 3 hosts ready")
     data = json.loads(json.dumps(report.to_json()))
@@ -306,9 +350,9 @@ def test_table_and_json_say_ready_and_never_show_the_token(
 # --------------------------------------------------------------------------- each fault
 
 
-def fault(rt: Runtime, context: RoleContext, name: str, **probes: v.Probe) -> v.VerifyReport:
-    facts = healthy_facts(rt, context, name, **probes)
-    return report_for(rt, context, facts={name: v.Gathered(facts, None)})
+def fault(rt: Runtime, context: RoleContext, name: str, **raws: Raw) -> VerifyReport:
+    facts = healthy_facts(rt, context, name, **raws)
+    return report_for(rt, context, facts={name: Gathered(facts, None)})
 
 
 def test_osqueryd_stopped_names_daemon_socket_and_probe(rt: Runtime, context: RoleContext) -> None:
@@ -316,9 +360,9 @@ def test_osqueryd_stopped_names_daemon_socket_and_probe(rt: Runtime, context: Ro
         rt,
         context,
         "node-2",
-        osqueryd_service=v.Probe(0, "start-stop-daemon stopped disabled\n", ""),
-        osquery_socket=v.Probe(1, "", "no such file\n"),
-        osquery_probe=v.Probe(1, "", "Error: cannot connect to /var/osquery/osquery.em\n"),
+        osqueryd=out("start-stop-daemon stopped disabled\n"),
+        socket=out("", 1, "no such file\n"),
+        probe_query=out("", 1, "Error: cannot connect to /var/osquery/osquery.em\n"),
     )
     assert only_failures(report) == {
         "node-2": ["osqueryd.running", "osquery.socket", "osquery.probe"]
@@ -326,6 +370,7 @@ def test_osqueryd_stopped_names_daemon_socket_and_probe(rt: Runtime, context: Ro
     daemon = report.host("node-2").check("osqueryd.running")  # type: ignore[union-attr]
     assert daemon is not None
     assert "osqueryd is not running" in daemon.evidence
+    assert "pidfile /run/fleetkit/osqueryd.pid" in daemon.evidence
     assert daemon.fix == "run: invoke provision --hosts node-2"
     assert report.exit_status == ExitStatus.FAILURE
 
@@ -337,8 +382,8 @@ def test_socket_removed_under_a_running_daemon_says_provision(
         rt,
         context,
         "node-1",
-        osquery_socket=v.Probe(1, "", "no such file\n"),
-        osquery_probe=v.Probe(1, "Connected to extension socket\n", "Error: no socket\n"),
+        socket=out("", 1, "no such file\n"),
+        probe_query=out("Connected to extension socket\n", 1, "Error: no socket\n"),
     )
     assert only_failures(report) == {"node-1": ["osquery.socket", "osquery.probe"]}
     sock = report.host("node-1").check("osquery.socket")  # type: ignore[union-attr]
@@ -348,10 +393,11 @@ def test_socket_removed_under_a_running_daemon_says_provision(
     assert sock.fix == "run: invoke provision --hosts node-1"
 
 
-def test_probe_output_that_is_not_the_expected_row_fails(expected: v.Expected) -> None:
-    wrong = v.check_probe_query("n", v.Probe(0, '[\n  {"ok":"2"}\n]\n', ""), expected)
-    garbage = v.check_probe_query("n", v.Probe(0, "hello", ""), expected)
-    hung = v.check_probe_query("n", v.Probe(124, "", ""), expected)
+def test_probe_output_that_is_not_the_expected_row_fails(rt: Runtime, expected: Expected) -> None:
+    s = subject(rt, expected)
+    wrong = host_checks.check_probe_query(s, out('[\n  {"ok":"2"}\n]\n'))
+    garbage = host_checks.check_probe_query(s, out("hello"))
+    hung = host_checks.check_probe_query(s, out("", 124))
     assert wrong.failed and "expected" in wrong.evidence
     assert garbage.failed and "no JSON array" in garbage.evidence
     assert hung.failed and "hung" in hung.evidence
@@ -360,7 +406,7 @@ def test_probe_output_that_is_not_the_expected_row_fails(expected: v.Expected) -
 def test_flags_file_edited_names_the_table(rt: Runtime, context: RoleContext) -> None:
     flags = osquery_role.flags_content(host(rt, "node-1"), context)
     edited = flags.replace("curl,", "").replace("--extensions_socket=", "--extensions_socket=/x")
-    report = fault(rt, context, "node-1", osquery_flags=v.Probe(0, edited, ""))
+    report = fault(rt, context, "node-1", flags=file_raw(edited, "644"))
     assert only_failures(report) == {"node-1": ["osquery.flags"]}
     check = report.host("node-1").check("osquery.flags")  # type: ignore[union-attr]
     assert check is not None
@@ -369,10 +415,12 @@ def test_flags_file_edited_names_the_table(rt: Runtime, context: RoleContext) ->
     assert check.fix == "run: invoke provision --hosts node-1"
 
 
-def test_flags_that_disable_more_tables_are_named_too(expected: v.Expected) -> None:
+def test_flags_that_disable_more_tables_are_named_too(rt: Runtime, expected: Expected) -> None:
     tables = ",".join(sorted(expected.disabled_tables | {"users"}))
     text = f"--extensions_socket={expected.socket}\n--disable_tables={tables}\n"
-    check = v.check_flags("n", v.Probe(0, text, ""), expected)
+    check = host_checks.check_flags(
+        subject(rt, expected), looks_for(host(rt, "node-1"), expected).flags.parse(file_raw(text))
+    )
     assert check.failed and "also disables users" in check.evidence
 
 
@@ -381,8 +429,8 @@ def test_agent_stopped_fails_on_the_node(rt: Runtime, context: RoleContext) -> N
         rt,
         context,
         "node-1",
-        bacalhau_service=v.Probe(0, "start-stop-daemon stopped disabled\n", ""),
-        bacalhau_agent=v.Probe(7, "", "curl: (7) Failed to connect to 127.0.0.1 port 1234\n"),
+        bacalhau=out("start-stop-daemon stopped disabled\n"),
+        agent=out("", 7, "curl: (7) Failed to connect to 127.0.0.1 port 1234\n"),
     )
     assert only_failures(report) == {"node-1": ["bacalhau.agent"]}
     agent = report.host("node-1").check("bacalhau.agent")  # type: ignore[union-attr]
@@ -396,18 +444,18 @@ def test_wrong_token_is_named_without_showing_either_token(
     config = bacalhau_role.compute_config(host(rt, "node-2"), context)
     wrong = config.replace(TOKEN, "some-other-token-value-xyz")
     cluster = healthy_cluster()
-    cluster = v.ClusterView(
+    cluster = ClusterView(
         cluster.url,
         alive=True,
         version="v1.9.3",
         nodes=tuple(n for n in cluster.nodes or () if n.node_id != "node-2"),
     )
-    facts = healthy_facts(rt, context, "node-2", bacalhau_config=v.Probe(0, wrong, ""))
-    report = report_for(rt, context, facts={"node-2": v.Gathered(facts, None)}, cluster=cluster)
+    facts = healthy_facts(rt, context, "node-2", bacalhau_config=file_raw(wrong))
+    report = report_for(rt, context, facts={"node-2": Gathered(facts, None)}, cluster=cluster)
     assert only_failures(report) == {"node-2": ["bacalhau.config", "cluster.node"]}
     cfg = report.host("node-2").check("bacalhau.config")  # type: ignore[union-attr]
     assert cfg is not None and "Compute.Auth.Token differs" in cfg.evidence
-    text = v.render_table(report)
+    text = render_table(report)
     assert "not in the orchestrator's node list" in text
     assert TOKEN not in text and "some-other-token-value-xyz" not in text
 
@@ -418,9 +466,9 @@ def test_allow_list_missing_is_named_on_host_and_at_orchestrator(
     config = bacalhau_role.compute_config(host(rt, "node-1"), context)
     without = re.sub(r"  AllowListedLocalPaths:\n    - .*\n", "", config)
     assert without != config
-    facts = healthy_facts(rt, context, "node-1", bacalhau_config=v.Probe(0, without, ""))
+    facts = healthy_facts(rt, context, "node-1", bacalhau_config=file_raw(without))
     cluster = healthy_cluster(**{"node-1": {"storage": ("urlDownload", "inline", "s3")}})
-    report = report_for(rt, context, facts={"node-1": v.Gathered(facts, None)}, cluster=cluster)
+    report = report_for(rt, context, facts={"node-1": Gathered(facts, None)}, cluster=cluster)
     assert only_failures(report) == {"node-1": ["bacalhau.config", "cluster.features"]}
     features = report.host("node-1").check("cluster.features")  # type: ignore[union-attr]
     assert features is not None
@@ -430,14 +478,9 @@ def test_allow_list_missing_is_named_on_host_and_at_orchestrator(
 def test_version_drift_names_the_node_on_it_and_at_the_control_plane(
     rt: Runtime, context: RoleContext
 ) -> None:
-    facts = healthy_facts(
-        rt,
-        context,
-        "node-2",
-        bacalhau_binary=v.Probe(0, "CLIENT\nv1.9.2\n", ""),
-    )
+    facts = healthy_facts(rt, context, "node-2", bacalhau_binary=out("CLIENT\nv1.9.2\n"))
     cluster = healthy_cluster(**{"node-2": {"version": "v1.9.2"}})
-    report = report_for(rt, context, facts={"node-2": v.Gathered(facts, None)}, cluster=cluster)
+    report = report_for(rt, context, facts={"node-2": Gathered(facts, None)}, cluster=cluster)
     assert only_failures(report) == {
         "orch-1": ["orchestrator.version"],
         "node-2": ["bacalhau.binary", "cluster.version"],
@@ -449,11 +492,12 @@ def test_version_drift_names_the_node_on_it_and_at_the_control_plane(
     assert versions.fix == "run: invoke provision --hosts node-2"
 
 
-def test_osquery_package_versions(expected: v.Expected) -> None:
-    ok = v.check_osquery_package("n", v.Probe(0, "5.23.1-1.linux", ""), expected)
-    old = v.check_osquery_package("n", v.Probe(0, "5.22.0-1.linux", ""), expected)
-    absent = v.check_osquery_package(
-        "n", v.Probe(1, "", "dpkg-query: no packages found matching osquery\n"), expected
+def test_osquery_package_versions(rt: Runtime, expected: Expected) -> None:
+    s, fact = subject(rt, expected), looks_for(host(rt, "node-1"), expected).osquery_package
+    ok = host_checks.check_osquery_package(s, fact.parse(out("ii 5.23.1-1.linux")))
+    old = host_checks.check_osquery_package(s, fact.parse(out("ii 5.22.0-1.linux")))
+    absent = host_checks.check_osquery_package(
+        s, fact.parse(out("", 1, "dpkg-query: no packages found matching osquery\n"))
     )
     assert ok.passed
     assert (
@@ -462,34 +506,31 @@ def test_osquery_package_versions(expected: v.Expected) -> None:
     assert absent.failed and "not installed" in absent.evidence
 
 
-def test_client_version_read_from_json_or_table() -> None:
-    js = json.dumps({"clientVersion": {"Major": "1", "Minor": "9", "GitVersion": "v1.9.3"}})
-    assert v.parse_client_version(js) == "v1.9.3"
-    assert v.parse_client_version("CLIENT\nv1.9.3\n") == "v1.9.3"
-    assert v.parse_client_version("Error: unknown flag: --output") is None
-
-
 def test_unreachable_host_fails_ssh_and_skips_the_rest(rt: Runtime, context: RoleContext) -> None:
     error = SSHError("node-1", "cannot connect to 10.0.0.11:22: connection refused")
-    report = report_for(rt, context, facts={"node-1": v.Gathered(None, error)})
+    report = report_for(rt, context, facts={"node-1": Gathered(None, error)})
     node1 = report.host("node-1")
     assert node1 is not None
     assert [c.name for c in node1.failures] == ["ssh"]
     ssh = node1.checks[0]
     assert "connection refused" in ssh.evidence
     assert ssh.fix is not None and "start sshd on node-1" in ssh.fix
-    skipped = [c for c in node1.checks if c.verdict is v.Verdict.SKIP]
+    skipped = [c for c in node1.checks if c.verdict is CheckVerdict.SKIP]
     assert any(c.name == "osquery.probe" for c in skipped)
     # The orchestrator still answers for it.
     assert node1.check("cluster.node").passed  # type: ignore[union-attr]
     assert report.exit_status == ExitStatus.FAILURE
-    assert "node-1 (ssh)" in v.summary_line(report)
+    assert "node-1 (ssh)" in summary_line(report)
 
 
-def test_host_key_errors_point_at_onboarding(rt: Runtime) -> None:
-    h = host(rt, "node-1")
-    unknown = v.check_ssh(h, HostKeyError("node-1", "host key for x is not pinned"), [])
-    changed = v.check_ssh(h, HostKeyError("node-1", "HOST KEY CHANGED for x"), [])
+def test_host_key_errors_point_at_onboarding(rt: Runtime, expected: Expected) -> None:
+    s = subject(rt, expected)
+    unknown = host_checks.check_ssh(
+        replace(s, ssh_error=HostKeyError("node-1", "host key for x is not pinned"))
+    )
+    changed = host_checks.check_ssh(
+        replace(s, ssh_error=HostKeyError("node-1", "HOST KEY CHANGED"))
+    )
     assert unknown.fix is not None and "invoke onboard --host node-1" in unknown.fix
     assert changed.fix is not None and "out of band" in changed.fix
 
@@ -497,12 +538,12 @@ def test_host_key_errors_point_at_onboarding(rt: Runtime) -> None:
 def test_orchestrator_down_fails_api_and_skips_cluster_checks(
     rt: Runtime, context: RoleContext
 ) -> None:
-    down = v.ClusterView("http://10.0.0.1:1234", alive=False, error="no answer from x")
+    down = ClusterView("http://10.0.0.1:1234", alive=False, error="no answer from x")
     report = report_for(rt, context, cluster=down)
     assert only_failures(report) == {"orch-1": ["orchestrator.api"]}
     node1 = report.host("node-1")
     assert node1 is not None
-    assert node1.check("cluster.node").verdict is v.Verdict.SKIP  # type: ignore[union-attr]
+    assert node1.check("cluster.node").verdict is CheckVerdict.SKIP  # type: ignore[union-attr]
     assert report.exit_status == ExitStatus.FAILURE
 
 
@@ -530,11 +571,11 @@ def test_selected_compute_host_still_gets_the_orchestrator_row(
     rt: Runtime, context: RoleContext
 ) -> None:
     h = host(rt, "node-1")
-    report = v.build_report(
+    report = build_report(
         [h],
-        {"node-1": v.Gathered(healthy_facts(rt, context, "node-1"), None)},
+        {"node-1": Gathered(healthy_facts(rt, context, "node-1"), None)},
         healthy_cluster(),
-        v.Expected.from_settings(rt.settings),
+        Expected.from_settings(rt.settings),
         control_plane=rt.inventory.control_plane,
         pinned=lambda _: [],
     )
@@ -543,15 +584,210 @@ def test_selected_compute_host_still_gets_the_orchestrator_row(
     assert [c.name for c in orch.checks] == ["orchestrator.api", "orchestrator.version"]
 
 
-def test_docker_required_by_settings_is_checked(expected: v.Expected) -> None:
-    from dataclasses import replace
-
+def test_docker_required_by_settings_is_checked(rt: Runtime, expected: Expected) -> None:
     need = replace(expected, container_engine="verify")
-    missing = v.check_container_engine("n", v.Probe(127, "", "docker: command not found"), need)
-    present = v.check_container_engine("n", v.Probe(0, "server 24.0.7\n", ""), need)
+    s = replace(subject(rt, expected), expected=need)
+    missing = host_checks.check_container_engine(s, out("", 127, "docker: command not found"))
+    present = host_checks.check_container_engine(s, out("server 24.0.7\n"))
     assert missing.failed and missing.fix is not None and "docker.io" in missing.fix
     assert present.passed
-    assert "fk container_engine fk_docker" in v.probe_script(need, role="compute", api_port=1)
+    assert "docker version --format" in probe_script(need, role="compute", api_port=1)
+
+
+def test_bad_hosts_option_is_exit_2_before_any_contact(workdir: Path) -> None:
+    """Moved from the lab: an unknown --hosts name is bad input, nothing is contacted."""
+    from fleetkit.cli import run_command
+    from fleetkit.commands import verify as verify_command
+    from tests.unit.test_settings import NoContact
+
+    rt = make_runtime(workdir)
+    rt.__dict__["connector"] = NoContact()  # cached_property: this instance wins
+    status = run_command(lambda r: verify_command.run(r, hosts="nosuch", as_json=False), rt)
+    stderr = rt.env.stderr.getvalue()  # type: ignore[attr-defined]
+    assert status == ExitStatus.BAD_INPUT
+    assert "unknown host or group 'nosuch'" in stderr
+    assert "Traceback" not in stderr
+
+
+# --------------------------------------------------------------------------- hostile nodes
+
+
+def test_escape_codes_from_a_node_are_shown_not_obeyed(rt: Runtime, context: RoleContext) -> None:
+    report = fault(
+        rt,
+        context,
+        "node-1",
+        agent=out("", 7, "curl: \x1b]0;owned\x07\x1b[2Jfailed\r\n"),
+        bacalhau=out("start-stop-daemon stopped\n"),
+    )
+    table = render_table(report)
+    assert "\x1b" not in table and "\x07" not in table and "\r" not in table
+    assert "\\x1b]0;owned\\x07\\x1b[2Jfailed" in table
+    agent = report.host("node-1").check("bacalhau.agent")  # type: ignore[union-attr]
+    assert agent is not None and "\x1b]0;owned" in agent.evidence  # the JSON keeps exact values
+
+
+def test_a_yaml_bomb_or_a_huge_config_on_a_node_fails_its_check(
+    rt: Runtime, context: RoleContext
+) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)
+    )
+    report = fault(rt, context, "node-1", bacalhau_config=file_raw(bomb))
+    config = report.host("node-1").check("bacalhau.config")  # type: ignore[union-attr]
+    assert config is not None and config.failed and len(config.evidence) <= 500
+    huge = Raw(0, b"600 root root\n" + b"x" * (256 * 1024 + 1))
+    report = fault(rt, context, "node-1", bacalhau_config=huge)
+    config = report.host("node-1").check("bacalhau.config")  # type: ignore[union-attr]
+    assert config is not None and config.failed and "larger than" in config.evidence
+
+
+def test_a_probe_that_stopped_early_skips_what_it_did_not_read(
+    rt: Runtime, context: RoleContext
+) -> None:
+    looks = looks_for(host(rt, "node-1"), Expected.from_settings(rt.settings))
+    full = healthy_raws(rt, context, "node-1")
+    partial = FactView.parsed(
+        {getattr(looks, k): raw for k, raw in full.items() if k not in ("flags", "agent")}
+    )
+    report = report_for(rt, context, facts={"node-1": Gathered(partial, None)})
+    node1 = report.host("node-1")
+    assert node1 is not None
+    for name in ("osquery.flags", "bacalhau.agent"):
+        check = node1.check(name)
+        assert check is not None and check.verdict is CheckVerdict.SKIP
+        assert "probe script stopped" in check.evidence
+
+
+# --------------------------------------------------------------------------- the catalog
+
+
+def test_every_check_is_named_once_and_reading_facts_means_needing_ssh(
+    expected: Expected,
+) -> None:
+    names = [spec.name for spec in CHECKS]
+    assert len(names) == len(set(names))
+    looks = looks_for(host_of_role(COMPUTE), expected)
+    for spec in CHECKS:
+        if spec.facts(looks):
+            assert Need.SSH in spec.needs, spec.name
+
+
+def host_of_role(role: str) -> Host:
+    return Host("h", "10.0.0.9", groups=(role,))
+
+
+@pytest.mark.parametrize("role", [COMPUTE, CONTROL_PLANE])
+@pytest.mark.parametrize("engine", ["skip", "verify"])
+def test_the_probe_reads_exactly_the_facts_of_the_declared_checks(
+    expected: Expected, role: str, engine: str
+) -> None:
+    settings = replace(expected, container_engine=engine)
+    looks = looks_for(host_of_role(role), settings)
+    declared: set[Fact[Any]] = {looks.hostname} if role == COMPUTE else set()
+    for spec in checks_for(role):
+        if spec.required(settings) is None:
+            declared |= set(spec.facts(looks))
+    probe = build_probe(probe_facts(role, settings, looks))
+    assert set(probe.keys.values()) == declared
+    script = probe_script(settings, role=role, api_port=settings.api_port)
+    assert script.count("\nfk f") == len(declared)
+    assert ("docker version" in script) == (role == COMPUTE and engine == "verify")
+
+
+def test_every_judge_answers_for_its_own_check(
+    rt: Runtime, context: RoleContext, expected: Expected
+) -> None:
+    """Each judge gets the facts its declaration names (run on a healthy host)."""
+    for name in ("orch-1", "node-1"):
+        h = host(rt, name)
+        s = _subject(rt, expected, h.name, facts=healthy_facts(rt, context, name))
+        for spec in checks_for(CONTROL_PLANE if h.is_control_plane else COMPUTE):
+            result = evaluate(spec, s)
+            assert result.name == spec.name
+            assert result.verdict is not CheckVerdict.FAIL, result
+
+
+def _subject(
+    rt: Runtime,
+    expected: Expected,
+    name: str,
+    *,
+    facts: FactView | None,
+    cluster: ClusterView | None = None,
+    with_node: bool = True,
+) -> Subject:
+    h = host(rt, name)
+    cluster = cluster or healthy_cluster()
+    node = next((n for n in cluster.nodes or () if n.node_id == name), None)
+    return Subject(
+        host=h,
+        expected=expected,
+        looks=looks_for(h, expected),
+        facts=facts,
+        ssh_error=None if facts is not None else OSError("connection refused"),
+        cluster=cluster,
+        node=node if with_node else None,
+        control_plane=rt.inventory.control_plane,
+        compute=[host(rt, "node-1"), host(rt, "node-2")],
+    )
+
+
+def verdicts(s: Subject) -> dict[str, tuple[CheckVerdict, str]]:
+    return {spec.name: _short(evaluate(spec, s)) for spec in checks_for(COMPUTE)}
+
+
+def _short(result: Any) -> tuple[CheckVerdict, str]:
+    return result.verdict, result.evidence
+
+
+def test_skip_rules_follow_the_declared_dependencies(
+    rt: Runtime, context: RoleContext, expected: Expected
+) -> None:
+    healthy = healthy_facts(rt, context, "node-1")
+    no_ssh = verdicts(_subject(rt, expected, "node-1", facts=None))
+    for spec in checks_for(COMPUTE):
+        verdict, evidence = no_ssh[spec.name]
+        if spec.required(expected) is not None:
+            assert verdict is CheckVerdict.SKIP and "not required" in evidence
+        elif Need.SSH in spec.needs:
+            assert (verdict, evidence) == (CheckVerdict.SKIP, "not checked: no SSH session")
+        else:
+            assert verdict is not CheckVerdict.SKIP, spec.name
+    down = ClusterView("http://o:1", alive=False, error="refused")
+    no_orch = verdicts(_subject(rt, expected, "node-1", facts=healthy, cluster=down))
+    for spec in checks_for(COMPUTE):
+        if Need.ORCHESTRATOR in spec.needs:
+            assert no_orch[spec.name] == (
+                CheckVerdict.SKIP,
+                "not checked: orchestrator unavailable (refused)",
+            )
+        else:
+            assert no_orch[spec.name][1] != "not checked: orchestrator unavailable (refused)"
+    no_node = verdicts(_subject(rt, expected, "node-1", facts=healthy, with_node=False))
+    assert no_node["cluster.node"][0] is CheckVerdict.FAIL
+    for spec in checks_for(COMPUTE):
+        if Need.NODE in spec.needs:
+            assert no_node[spec.name] == (
+                CheckVerdict.SKIP,
+                "not checked: the node is not in the cluster",
+            )
+
+
+def test_provision_and_verify_read_the_same_facts(
+    rt: Runtime, context: RoleContext, expected: Expected
+) -> None:
+    """The host looks are written once: verify's facts are the ones provisioning plans with."""
+    h = host(rt, "node-1")
+    plan = plan_for(h, context)
+    plan_context = PlanContext(host=h, service_manager=rt.settings.service_manager)
+    provision_facts = {f for step in plan.steps for f in step.looks(plan_context)}
+    looks = looks_for(h, expected)
+    for shared in (looks.osquery_package, looks.osqueryd, looks.socket, looks.flags):
+        assert shared in provision_facts, shared
+    assert looks.bacalhau_config in provision_facts and looks.bacalhau in provision_facts
 
 
 # --------------------------------------------------------------------------- nodes
@@ -798,8 +1034,8 @@ class ScriptedOrchestrator:
 def test_observe_cluster_turns_every_orchestrator_failure_into_a_finding() -> None:
     from fleetkit.clients.bacalhau import OrchestratorError
 
-    def observe(client: ScriptedOrchestrator) -> v.ClusterView:
-        return v.observe_cluster(client)  # type: ignore[arg-type]
+    def observe(client: ScriptedOrchestrator) -> ClusterView:
+        return observe_cluster(client)  # type: ignore[arg-type]
 
     fine = observe(ScriptedOrchestrator())
     assert fine.answered and fine.version == "v1.9.3"
@@ -823,20 +1059,20 @@ def test_hosts_without_a_fleetkit_role_are_listed_not_probed(
     rt: Runtime, context: RoleContext
 ) -> None:
     other = Host(name="mon-1", address="10.0.0.50", groups=("monitoring",))
-    report = v.build_report(
+    report = build_report(
         [*rt.inventory.hosts, other],
-        {h.name: v.Gathered(healthy_facts(rt, context, h.name), None) for h in rt.inventory.hosts},
+        {h.name: Gathered(healthy_facts(rt, context, h.name), None) for h in rt.inventory.hosts},
         healthy_cluster(),
-        v.Expected.from_settings(rt.settings),
+        Expected.from_settings(rt.settings),
         control_plane=rt.inventory.control_plane,
         pinned=lambda _: [],
     )
     mon = report.host("mon-1")
-    assert mon is not None and [c.verdict for c in mon.checks] == [v.Verdict.SKIP]
+    assert mon is not None and [c.verdict for c in mon.checks] == [CheckVerdict.SKIP]
     assert report.ready
 
 
-def test_expectations_never_show_the_token(expected: v.Expected) -> None:
+def test_expectations_never_show_the_token(expected: Expected) -> None:
     assert expected.token == TOKEN
     assert TOKEN not in repr(expected)
 

@@ -6,6 +6,7 @@ import posixpath
 from typing import Any
 
 from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.settings import Settings
 from fleetkit.hostfacts.packages import PackageRef
 from fleetkit.hostfacts.roles import RoleContext
 from fleetkit.hostfacts.services import ServiceSpec
@@ -27,11 +28,11 @@ _RESTART = (("bacalhau", "restart"),)
 _RELOAD = (("bacalhau", "restart"), ("bacalhau", "reload"))
 
 
-def env_file_path(context: RoleContext) -> str:
-    return posixpath.join(posixpath.dirname(context.settings.bacalhau.config_path), "env")
+def env_file_path(settings: Settings) -> str:
+    return posixpath.join(posixpath.dirname(settings.bacalhau.config_path), "env")
 
 
-def bacalhau_service(context: RoleContext) -> ServiceSpec:
+def bacalhau_service(settings: Settings) -> ServiceSpec:
     """The agent's command line, shared by the systemd unit and the fallback.
 
     It runs as root on purpose: a compute node's agent hands the query job
@@ -40,12 +41,12 @@ def bacalhau_service(context: RoleContext) -> ServiceSpec:
     in a group owning the socket would be tighter, but osquery offers no
     flag for the socket's group or mode.
     """
-    b = context.settings.bacalhau
+    b = settings.bacalhau
     return ServiceSpec(
         name="bacalhau",
         argv=(b.install_path, "serve", "--config", b.config_path),
         unit="bacalhau.service",
-        env_file=env_file_path(context),
+        env_file=env_file_path(settings),
     )
 
 
@@ -111,7 +112,7 @@ def env_variables(context: RoleContext) -> list[tuple[str, str]] | None:
 
 
 def unit_content(host: Host, context: RoleContext) -> str:
-    service = bacalhau_service(context)
+    service = bacalhau_service(context.settings)
     return context.renderer.render(
         "bacalhau.service.j2",
         {
@@ -136,7 +137,7 @@ def _binary_step(context: RoleContext) -> TarballBinaryStep:
 
 def _tail(host: Host, context: RoleContext, config: str, template: str) -> list[Step]:
     b = context.settings.bacalhau
-    env_path = env_file_path(context)
+    env_path = env_file_path(context.settings)
     variables = env_variables(context) if host.is_compute else None
     env_step: Step
     if variables is None:
@@ -172,7 +173,7 @@ def _tail(host: Host, context: RoleContext, config: str, template: str) -> list[
             systemd_only=True,
             template="bacalhau.service.j2",
         ),
-        ServiceStep(bacalhau_service(context)),
+        ServiceStep(bacalhau_service(context.settings)),
     ]
 
 

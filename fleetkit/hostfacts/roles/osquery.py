@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.settings import Settings
 from fleetkit.hostfacts.packages import PackageRef
 from fleetkit.hostfacts.roles import RoleContext
 from fleetkit.hostfacts.services import ServiceSpec
@@ -22,9 +23,9 @@ DAEMON = "/opt/osquery/bin/osqueryd"
 SOCKET_TIMEOUT = 30.0
 
 
-def osqueryd_service(context: RoleContext) -> ServiceSpec:
+def osqueryd_service(settings: Settings) -> ServiceSpec:
     """The official unit's command line (the package ships the unit; fleetkit writes none)."""
-    flags = context.settings.osquery.flags_file
+    flags = settings.osquery.flags_file
     return ServiceSpec(
         name="osqueryd",
         argv=(DAEMON, "--flagfile", flags, "--config_path", CONFIG_PATH),
@@ -50,7 +51,7 @@ def flags_content(host: Host, context: RoleContext) -> str:
 def compute_steps(host: Host, context: RoleContext) -> list[Step]:
     settings = context.settings
     osq = settings.osquery
-    service = osqueryd_service(context)
+    service = osqueryd_service(settings)
     restart = ((service.name, "restart"),)
     steps: list[Step] = []
     if settings.bacalhau.container_engine != "skip":

@@ -1,0 +1,155 @@
+"""One open SSH session, and what a command run on it returned."""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from dataclasses import dataclass
+
+import paramiko
+from fabric import Connection
+
+from fleetkit.clients.ssh.errors import CommandTimeout, SSHError
+from fleetkit.clients.ssh.known_hosts import known_hosts_name
+from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.secrets import redact
+from fleetkit.foundation.table import cell
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    host: str
+    command: str
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+    def check(self, what: str | None = None) -> CommandResult:
+        if not self.ok:
+            detail = (self.err or self.out).strip().splitlines()
+            # The host's own words: escaped and cut (a compromised host chooses them).
+            last = cell(detail[-1], max_width=200) if detail else "no output"
+            raise SSHError(
+                self.host,
+                redact(f"{what or 'command'} failed (exit {self.exit_code}): {last}"),
+            )
+        return self
+
+
+class Remote:
+    """One open SSH session to one host. Commands run as root (sudo when needed)."""
+
+    def __init__(self, host: Host, connection: Connection, command_timeout: float) -> None:
+        self.host = host
+        self.connection = connection
+        self.command_timeout = command_timeout
+
+    @property
+    def reached(self) -> str:
+        """Where the session really goes: ssh_config's HostName and Port may differ from
+        the inventory's address (``[addr]:port`` as known_hosts names it)."""
+        return known_hosts_name(self.connection.host, int(self.connection.port))
+
+    def as_root(self, command: str) -> str:
+        # The user actually logged in as (ssh_config may have chosen it).
+        if self.connection.user == "root":
+            return command
+        return f"sudo -n -- sh -c {shlex.quote(command)}"
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | str | None = None,
+        timeout: float | None = None,
+        root: bool = True,
+    ) -> CommandResult:
+        """Run ``command`` through the login shell; stdin is sent then closed."""
+        full = self.as_root(command) if root else command
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        limit = timeout or self.command_timeout
+        transport = self.connection.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SSHError(self.host.name, "connection closed")
+        channel = transport.open_session(timeout=limit)
+        try:
+            return self._exchange(channel, full, data, limit, shown=command)
+        finally:
+            channel.close()
+
+    def _exchange(
+        self, channel: paramiko.Channel, command: str, data: bytes | None, limit: float, shown: str
+    ) -> CommandResult:
+        channel.settimeout(limit)
+        channel.exec_command(command)
+        errors: list[BaseException] = []
+        err_chunks: list[bytes] = []
+
+        def feed() -> None:
+            try:
+                if data:
+                    channel.sendall(data)
+                channel.shutdown_write()
+            except (OSError, paramiko.SSHException) as exc:  # remote exited early
+                errors.append(exc)
+
+        def drain_stderr() -> None:
+            try:
+                while chunk := channel.recv_stderr(65536):
+                    err_chunks.append(chunk)
+            except (OSError, paramiko.SSHException) as exc:
+                errors.append(exc)
+
+        helpers = [
+            threading.Thread(target=feed, daemon=True),
+            threading.Thread(target=drain_stderr, daemon=True),
+        ]
+        for thread in helpers:
+            thread.start()
+        out_chunks: list[bytes] = []
+        try:
+            while chunk := channel.recv(65536):
+                out_chunks.append(chunk)
+        except TimeoutError:
+            raise CommandTimeout(
+                self.host.name, redact(f"command timed out after {limit:g}s: {_short(shown)}")
+            ) from None
+        for thread in helpers:
+            thread.join(limit)
+        if not channel.status_event.wait(limit):
+            raise CommandTimeout(
+                self.host.name, f"no exit status after {limit:g}s: {_short(shown)}"
+            )
+        return CommandResult(
+            host=self.host.name,
+            command=shown,
+            exit_code=channel.recv_exit_status(),
+            stdout=b"".join(out_chunks),
+            stderr=b"".join(err_chunks),
+        )
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _short(command: str) -> str:
+    first = command.strip().splitlines()[0] if command.strip() else ""
+    return first[:80] + ("..." if len(first) > 80 or "\n" in command.strip() else "")
