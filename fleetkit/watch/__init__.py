@@ -9,7 +9,8 @@
                       restarted watch re-sends nothing), and publishing them.
 - :mod:`.notify`      sinks: a log line, a signed webhook with retries in the
                       background behind a bounded queue.
-- :mod:`.state`       the status file (``invoke verify`` reads it) and its reader.
+- :mod:`.state`       the status file's model and writer, verify's judgement of it.
+- :mod:`.statusread`  the status file's strict reader (verify reads it as hostile input).
 
 The watch sits above the ask engine and the history: it never asks the fleet
 or records anything itself; the command's glue does, through callbacks.

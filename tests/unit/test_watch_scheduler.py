@@ -32,10 +32,10 @@ from fleetkit.watch.scheduler import (
 from fleetkit.watch.state import (
     StatusBoard,
     WatchStatus,
-    load_status,
     resume_delays,
     starting_status,
 )
+from fleetkit.watch.statusread import load_status
 from tests.unit.test_watch_notify import Log, closed_port_url
 
 EPOCH = datetime(2025, 1, 1, 10, 0, tzinfo=UTC)

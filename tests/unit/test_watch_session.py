@@ -29,9 +29,9 @@ from fleetkit.watch.state import (
     StatusBoard,
     iso_now,
     ledger_of,
-    recover_status,
     starting_status,
 )
+from fleetkit.watch.statusread import recover_status
 from fleetkit.watch.transitions import (
     NodeAbsence,
     PolicyObservation,

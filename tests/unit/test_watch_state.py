@@ -21,9 +21,8 @@ from fleetkit.watch.state import (
     WatchStatus,
     assess_status,
     ledger_of,
-    load_status,
-    parse_status,
 )
+from fleetkit.watch.statusread import load_status, parse_status
 
 T0 = "2025-01-01T10:00:00.000000Z"
 T1 = "2025-01-01T10:05:00.000000Z"
