@@ -48,6 +48,7 @@ from fleetkit.foundation.validate import (
     valid_http_url,
     whole,
 )
+from fleetkit.foundation.watch_settings import WatchSettings
 from fleetkit.foundation.yamlfile import (
     SETTINGS_BYTES,
     load_yaml,
@@ -163,6 +164,8 @@ class Settings:
     query: QuerySettings
     #: Where every fleet run is recorded (default: .fleetkit/history.db beside fleetkit.yaml).
     history: HistorySettings
+    #: Scheduled packs and their notifications (disabled unless ``watch.enabled``).
+    watch: WatchSettings
     #: push (fetch once here, upload) or pull (each host downloads)
     transfer_mode: str = "push"
     #: where push mode caches downloaded packages
@@ -205,6 +208,7 @@ def load_settings(environ: Mapping[str, str], cwd: str, path: str | None = None)
             "hunt",
             "quarantine",
             "history",
+            "watch",
         },
     )
     inventory_dir = top.path("inventory", base, "inventory")
@@ -232,6 +236,9 @@ def load_settings(environ: Mapping[str, str], cwd: str, path: str | None = None)
             "rollback_seconds", 30.0
         ),
         history=read_history(top.child(HISTORY_SECTION, HISTORY_KEYS), base),
+        watch=WatchSettings.from_mapping(
+            top.data.get("watch"), file=file, base_dir=base, environ=environ
+        ),
     )
 
 

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import requests
 
 from fleetkit import __version__
+from fleetkit.foundation.watch_settings import RetryPolicy
 from fleetkit.watch.events import Event
 
 SIGNATURE_HEADER = "X-Fleetkit-Signature"
@@ -93,18 +94,6 @@ class LogSink:
 
 
 # --------------------------------------------------------------------------- webhook
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    #: Tries in all (the first one included).
-    attempts: int = 6
-    #: Wait before the second try; doubled each time, at most ``max_delay``.
-    first_delay: float = 1.0
-    max_delay: float = 300.0
-
-    def delay(self, failed_attempts: int) -> float:
-        return float(min(self.max_delay, self.first_delay * 2 ** (failed_attempts - 1)))
 
 
 class DeliveryFailed(Exception):

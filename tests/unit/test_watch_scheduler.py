@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from fleetkit.foundation.status import ExitStatus, FleetkitError
+from fleetkit.foundation.watch_settings import RetryPolicy
 from fleetkit.watch.events import EventKind, make_event
-from fleetkit.watch.notify import Notifier, RetryPolicy, WebhookSink
+from fleetkit.watch.notify import Notifier, WebhookSink
 from fleetkit.watch.scheduler import (
     RunOutcome,
     RunRequest,

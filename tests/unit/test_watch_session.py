@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fleetkit.foundation.status import ExitStatus
+from fleetkit.foundation.watch_settings import RetryPolicy
 from fleetkit.watch.events import Event
-from fleetkit.watch.notify import Notifier, RetryPolicy, WebhookSink
+from fleetkit.watch.notify import Notifier, WebhookSink
 from fleetkit.watch.scheduler import RunOutcome, RunRequest, ScheduledPack, Scheduler
 from fleetkit.watch.session import (
     Notifications,

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from fleetkit.foundation.status import ConfigError
-from fleetkit.watch.notify import RetryPolicy
-from fleetkit.watch.settings import WatchSettings
+from fleetkit.foundation.watch_settings import RetryPolicy, WatchSettings
 
 FILE = "/etc/fleetkit/fleetkit.yaml"
 BASE = "/etc/fleetkit"

@@ -36,11 +36,8 @@ from urllib.parse import urlsplit
 
 from fleetkit.foundation.inventory import NAME_RE
 from fleetkit.foundation.secrets import Secret
-
-# The settings file's typed reader. (The guard branch makes it public as
-# fleetkit.foundation.settings_reader.Reader: this import is the one line to change.)
-from fleetkit.foundation.settings import _Reader as Reader
-from fleetkit.watch.notify import RetryPolicy
+from fleetkit.foundation.settings_reader import Reader
+from fleetkit.foundation.validate import excerpt, matches
 
 KEYS = {
     "enabled",
@@ -61,6 +58,20 @@ DEFAULT_STATUS_FILE = ".fleetkit/watch-status.json"
 MAX_URL_CHARS = 2048
 _ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 _URL_UNSAFE_RE = re.compile(r"[\x00-\x20\x7f]")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a webhook delivery is retried (the notifier's worker applies it)."""
+
+    #: Tries in all (the first one included).
+    attempts: int = 6
+    #: Wait before the second try; doubled each time, at most ``max_delay``.
+    first_delay: float = 1.0
+    max_delay: float = 300.0
+
+    def delay(self, failed_attempts: int) -> float:
+        return float(min(self.max_delay, self.first_delay * 2 ** (failed_attempts - 1)))
 
 
 @dataclass(frozen=True)
@@ -139,17 +150,17 @@ def _packs(r: Reader, base: Path) -> tuple[str, ...]:
 
 
 def _seconds(r: Reader, name: str, default: float, *, low: float, high: float) -> float:
-    value = r.number(name, default, minimum=-1.0)
-    if not low <= value <= high:
-        raise r.err(name, f"expected {low:g} to {high:g} seconds, got {value:g}")
-    return value
+    value = r.data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise r.err(name, f"expected {low:g} to {high:g} seconds, got {excerpt(value)}")
+    return float(value)
 
 
 def _webhook(r: Reader, base: Path, environ: Mapping[str, str]) -> WebhookSettings:
     w = r.child("webhook", WEBHOOK_KEYS)
     url = _url(w)
     env = w.opt_str("secret_env")
-    if env is not None and not _ENV_NAME_RE.match(env):
+    if env is not None and not matches(_ENV_NAME_RE, env):
         raise w.err("secret_env", "expected an environment variable name")
     secret_file = w.path("secret_file", base) if w.has("secret_file") else None
     if env is None and secret_file is None:
@@ -162,7 +173,11 @@ def _webhook(r: Reader, base: Path, environ: Mapping[str, str]) -> WebhookSettin
     return WebhookSettings(
         url=url,
         secret=Secret(
-            name=w._k("secret"), env=env, file=secret_file, settings_file=w.file, _environ=environ
+            name=f"{w.key}.secret",
+            env=env,
+            file=secret_file,
+            settings_file=w.file,
+            _environ=environ,
         ),
         timeout=_seconds(w, "timeout", 10.0, low=0.1, high=300.0),
         queue_size=w.integer("queue_size", 1000, low=1, high=100_000),
