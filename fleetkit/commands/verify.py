@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from fleetkit.ask.results import OutputError, parse_osqueryi_json
+from fleetkit.ask.osqueryi import OutputError, parse_osqueryi_json
 from fleetkit.clients.bacalhau import BacalhauClient, NodeState, OrchestratorError
 from fleetkit.clients.ssh import HostKeyError, Outcome, SSHError, fan_out, fingerprint
 from fleetkit.clients.urls import nats_url

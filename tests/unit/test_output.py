@@ -10,31 +10,38 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit.ask.results import NodeResult, NodeStatus, node_result
+from fleetkit.ask.answer import FleetAnswer, NodeStatus
+from fleetkit.ask.merge import write_answer, write_merged
+from fleetkit.ask.transport import Collected, NodeReply, osqueryi_reply
+from fleetkit.ask.validate import settle
 from fleetkit.foundation.atomic import atomic_output
 from fleetkit.foundation.environment import Environment
-from fleetkit.foundation.output import (
-    FORMATS,
-    check_format,
-    check_output_path,
-    write_merged,
-    write_result,
-)
+from fleetkit.foundation.output import FORMATS, check_format, check_output_path
 from fleetkit.foundation.status import UsageError
 from tests.unit.test_results import osqueryi
 
 
-def ok(node_id: str, rows: list[dict[str, str]], **kw: bool) -> NodeResult:
+def node_result(
+    node_id: str, hostname: str, *, exit_code: int, stdout: bytes, stderr: bytes
+) -> NodeReply:
+    return osqueryi_reply(node_id, hostname, exit_code=exit_code, stdout=stdout, stderr=stderr)
+
+
+def ok(node_id: str, rows: list[dict[str, str]], **kw: bool) -> NodeReply:
     return node_result(node_id, node_id, exit_code=0, stdout=osqueryi(rows, **kw), stderr=b"")
 
 
-def merged(nodes: list[NodeResult], fmt: str, redact: tuple[str, ...] = ()) -> bytes:
+def answer_of(nodes: list[NodeReply], redact: tuple[str, ...] = (), **kw: bool) -> FleetAnswer:
+    return settle(Collected(tuple(nodes)), redacted=redact, **kw)
+
+
+def merged(nodes: list[NodeReply], fmt: str, redact: tuple[str, ...] = (), **kw: bool) -> bytes:
     out = io.BytesIO()
-    write_merged(nodes, fmt, out, redact_columns=redact)
+    write_merged(answer_of(nodes, redact, **kw), fmt, out)
     return out.getvalue()
 
 
-def pretty(node_id: str, rows: list[dict[str, str]]) -> NodeResult:
+def pretty(node_id: str, rows: list[dict[str, str]]) -> NodeReply:
     """Same rows, other whitespace: forces the per-row path."""
     stdout = json.dumps(rows, indent=4, sort_keys=True).encode()
     return node_result(node_id, node_id, exit_code=0, stdout=stdout, stderr=b"")
@@ -54,7 +61,7 @@ def test_json_is_valid_when_empty_or_partial() -> None:
     assert json.loads(merged([], "json")) == []
     assert json.loads(merged([ok("n", [])], "json")) == []
     failed = node_result("n2", "n2", exit_code=1, stdout=b"[\n\n]\n", stderr=b"Error: x")
-    timed_out = NodeResult("n3", "n3", NodeStatus.TIMED_OUT, error="deadline")
+    timed_out = NodeReply("n3", "n3", NodeStatus.TIMED_OUT, error="deadline")
     nodes = [failed, ok("n1", [{"a": "1"}]), timed_out]
     assert json.loads(merged(nodes, "json")) == [{"nodeID": "n1", "hostname": "n1", "a": "1"}]
 
@@ -64,8 +71,9 @@ def test_garbage_node_is_left_out_and_marked_failed() -> None:
     nodes = [ok("good", [{"a": "1"}]), bad]
     rows = json.loads(merged(nodes, "json"))
     assert [r["nodeID"] for r in rows] == ["good"]
-    assert bad.status is NodeStatus.FAILED
-    assert "unparseable output" in (bad.error or "")
+    settled = {n.node_id: n for n in answer_of(nodes).nodes}["bad"]
+    assert settled.status is NodeStatus.FAILED
+    assert "unparseable output" in (settled.error or "")
 
 
 def test_fast_and_per_row_paths_give_the_same_rows() -> None:
@@ -149,7 +157,7 @@ def test_bad_format_is_usage_error() -> None:
 def test_atomic_output_replaces_whole_file(tmp_path: Path) -> None:
     target = tmp_path / "out.json"
     env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), environ={}, cwd=str(tmp_path))
-    stats = write_result([ok("n1", [{"a": "1"}])], "json", env=env, output=str(target))
+    stats = write_answer(answer_of([ok("n1", [{"a": "1"}])]), "json", env=env, output=str(target))
     assert stats.rows == 1
     assert json.loads(target.read_text())[0]["a"] == "1"
     assert env.stdout.getvalue() == ""  # type: ignore[attr-defined]
@@ -160,18 +168,29 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path: Path) -> None:
     target = tmp_path / "out.json"
     target.write_text("previous\n")
 
-    def nodes() -> object:
-        yield ok("n1", [{"a": "1"}])
-        raise KeyboardInterrupt
+    answer = answer_of([ok("n1", [{"a": "1"}]), ok("n2", [{"a": "2"}])])
+
+    class Interrupting:
+        """A file that takes the first node's rows, then Ctrl-C arrives."""
+
+        def __init__(self, handle: object) -> None:
+            self.handle = handle
+            self.writes = 0
+
+        def write(self, data: bytes, /) -> object:
+            self.writes += 1
+            if self.writes == 4:
+                raise KeyboardInterrupt
+            return self.handle.write(data)  # type: ignore[attr-defined]
 
     with pytest.raises(KeyboardInterrupt), atomic_output(str(target)) as handle:
-        write_merged(nodes(), "json", handle)  # type: ignore[arg-type]
+        write_merged(answer, "json", Interrupting(handle))
     assert target.read_text() == "previous\n"
     assert os.listdir(tmp_path) == ["out.json"]
 
     fresh = tmp_path / "new.json"
     with pytest.raises(KeyboardInterrupt), atomic_output(str(fresh)) as handle:
-        write_merged(nodes(), "json", handle)  # type: ignore[arg-type]
+        write_merged(answer, "json", Interrupting(handle))
     assert not fresh.exists()
     assert os.listdir(tmp_path) == ["out.json"]
 
@@ -186,7 +205,7 @@ def test_output_path_checked_up_front(tmp_path: Path) -> None:
 
 def test_stdout_gets_only_the_result() -> None:
     env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), environ={}, cwd="/")
-    write_result([ok("n1", [{"a": "é"}])], "json", env=env, output=None)
+    write_answer(answer_of([ok("n1", [{"a": "é"}])]), "json", env=env, output=None)
     assert json.loads(env.stdout.getvalue()) == [  # type: ignore[attr-defined]
         {"nodeID": "n1", "hostname": "n1", "a": "é"}
     ]
@@ -211,5 +230,5 @@ def test_reader_closing_stdout_is_not_an_error() -> None:
         buffer = ClosedPipe()
 
     env = Environment(stdout=Stdout(), stderr=io.StringIO(), environ={}, cwd="/")
-    stats = write_result([ok("n1", [{"a": "1"}])], "ndjson", env=env, output=None)
+    stats = write_answer(answer_of([ok("n1", [{"a": "1"}])]), "ndjson", env=env, output=None)
     assert stats.closed_early
