@@ -266,3 +266,16 @@ def test_hostile_input_runs_nothing(tmp_path: Path) -> None:
         assert status == ExitStatus.BAD_INPUT, bad
         assert "Traceback" not in err(rt)
     assert fleet.requests == []
+
+
+def test_node_text_is_escaped_for_people_and_exact_for_scripts(tmp_path: Path) -> None:
+    evil = PLANTED + "\x1b]0;owned\x07"
+    hit = [{"path": evil, "sha256": H1}]
+    fleet = ScriptedFleet({"FROM hash": {"node-1": hit, "node-2": "Error: \x1b[2Jgone"}})
+    rt, status = run_hunt(tmp_path, fleet, "table")
+    assert status == ExitStatus.FINDINGS
+    assert "\x1b" not in out(rt) + err(rt)
+    assert "\\x1b]0;owned\\x07" in out(rt)
+    assert "Error: \\x1b[2Jgone" in err(rt)
+    rt, _ = run_hunt(tmp_path, fleet, "json")
+    assert json.loads(out(rt))[0]["path"] == evil

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
 
-from fleetkit.ask.answer import FleetAnswer, NodeStatus
+from fleetkit.ask.answer import FleetAnswer, NodeStatus, redact_row, tag_row
 from fleetkit.ask.merge import write_answer, write_merged
 from fleetkit.ask.transport import Collected, NodeReply, osqueryi_reply
 from fleetkit.ask.validate import settle
@@ -232,3 +234,67 @@ def test_reader_closing_stdout_is_not_an_error() -> None:
     env = Environment(stdout=Stdout(), stderr=io.StringIO(), environ={}, cwd="/")
     stats = write_answer(answer_of([ok("n1", [{"a": "1"}])]), "ndjson", env=env, output=None)
     assert stats.closed_early
+
+
+def stranger(reply: NodeReply) -> NodeReply:
+    return dataclasses.replace(reply, in_inventory=False)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"a": "1", "hostname": "h1"}, {"a": "2", "hostname": "h2"}],  # hostname not first
+        [{"a": "1", "nodeID": "forged"}],
+        [{"a": "1", "unknownNode": "false"}],
+        [{"b": 'é \\ " \t', "c": "日本"}],
+        [{"z": "x"}, {}],
+    ],
+)
+@pytest.mark.parametrize("unknown", [False, True])
+@pytest.mark.parametrize("redact", [(), ("hostname",), ("nodeID", "b")])
+def test_fast_and_per_row_paths_agree_on_every_tag_rule(
+    rows: list[dict[str, str]], unknown: bool, redact: tuple[str, ...]
+) -> None:
+    def node(reply: NodeReply) -> NodeReply:
+        return stranger(reply) if unknown else reply
+
+    for fmt in ("json", "ndjson", "csv"):
+        fast = merged([node(ok("n", rows))], fmt, redact, include_unknown=True)
+        slow = merged([node(pretty("n", rows))], fmt, redact, include_unknown=True)
+        assert fast == slow, (fmt, rows)
+    answer = answer_of([node(ok("n", rows))], redact, include_unknown=True)
+    tags = answer.tags(answer.nodes[0])
+    expected = [tags.apply(redact_row(dict(r), set(redact))) for r in rows]
+    assert [
+        json.loads(line)
+        for line in merged(
+            [node(ok("n", rows))], "ndjson", redact, include_unknown=True
+        ).splitlines()
+    ] == expected
+
+
+def test_random_rows_take_the_fast_path_and_keep_every_byte() -> None:
+    rng = random.Random(7)
+    alphabet = 'abc é日\U0001f41f"\\/\t\n\x01{}[],:'
+    framed = 0
+    for _ in range(200):
+        keys = sorted(rng.sample(["a", "b", "c d", "hostname", "é", 'x"y'], rng.randint(1, 4)))
+        rows = [
+            {k: "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for k in keys}
+            for _ in range(rng.randint(1, 5))
+        ]
+        fast = merged([ok("n", rows)], "json")
+        assert fast == merged([pretty("n", rows)], "json"), rows
+        assert json.loads(fast) == [tag_row(r, "n", "n") for r in rows]
+        assert [list(r) for r in json.loads(fast)] == [list(tag_row(r, "n", "n")) for r in rows]
+        framed += answer_of([ok("n", rows)]).nodes[0].data.framed
+    assert framed >= 40  # the byte path was exercised, not only the per-row one
+
+
+def test_the_recorder_reads_rows_and_lines_of_both_layouts() -> None:
+    rows = [{"a": "1", "b": "x"}, {"a": "2", "b": "é"}]
+    for reply in (ok("n", rows), pretty("n", rows)):
+        (node,) = answer_of([reply]).nodes
+        assert node.rows() == rows
+        assert node.row_lines() == b'{"a":"1","b":"x"}\n{"a":"2","b":"\xc3\xa9"}\n'
+        assert node.row_count == 2 and node.columns == ("a", "b")

@@ -415,3 +415,13 @@ def test_bad_input_is_refused_before_asking(tmp_path: Path) -> None:
     assert status == ExitStatus.BAD_INPUT
     assert "nosuchhost" in err(rt)
     assert fleet.requests == []
+
+
+def test_policy_output_for_people_is_escaped(tmp_path: Path) -> None:
+    evil = dict(PEM_RSA, path="/root/.ssh/\x1b[8mhidden")
+    fleet = fleet_for_ssh_rule({"node-1": [evil], "node-2": "Error: \x1b]0;x\x07"})
+    rt, status = run_policy(tmp_path, fleet, "table")
+    assert status == ExitStatus.FINDINGS
+    assert "\x1b" not in out(rt) + err(rt)
+    assert "path=/root/.ssh/\\x1b[8mhidden" in out(rt)
+    assert "node-2 ERROR" in err(rt) and "\\x1b]0;x\\x07" in err(rt)
