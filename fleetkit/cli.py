@@ -24,6 +24,7 @@ from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.output import CLOSED_EARLY, silence_stdout
 from fleetkit.foundation.secrets import redact
 from fleetkit.foundation.status import ExitStatus, FleetkitError, exit_status_for
+from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.runtime import Runtime
 
 
@@ -45,14 +46,16 @@ def run_command(work: Callable[[Runtime], ExitStatus], runtime: Runtime) -> Exit
         env.say(f"fleetkit: {CLOSED_EARLY}")
         return ExitStatus.FAILURE
     except FleetkitError as exc:
+        # Messages quote hosts, the orchestrator and files: escaped, one line each.
         env.end_progress()
-        env.say(f"fleetkit: error: {redact(str(exc))}")
+        env.say(f"fleetkit: error: {terminal_safe(redact(str(exc)))}")
         return exc.exit_status
     except Exception as exc:  # a bug: say so plainly, trace only on request
         env.end_progress()
-        env.say(f"fleetkit: internal error: {redact(f'{type(exc).__name__}: {exc}')}")
+        message = terminal_safe(redact(f"{type(exc).__name__}: {exc}"))
+        env.say(f"fleetkit: internal error: {message}")
         if env.environ.get("FLEETKIT_DEBUG"):
-            env.say(redact(traceback.format_exc()))
+            env.say(terminal_safe(redact(traceback.format_exc()), keep_newlines=True))
         else:
             env.say("fleetkit: set FLEETKIT_DEBUG=1 for the traceback")
         return exit_status_for(exc)

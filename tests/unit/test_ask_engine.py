@@ -316,3 +316,28 @@ def test_orchestrator_failures_are_clear(
     assert expected in stderr, stderr
     assert "Traceback" not in stdout + stderr
     assert "internal error" not in stderr
+
+
+def test_an_orchestrator_error_reaches_the_terminal_escaped(tmp_path: Path) -> None:
+    body = b'{"Status":500,"Message":"locked \\u001b[2J\\u001b]0;owned\\u0007","Code":"X"}'
+    with ScriptedOrchestrator(500, body) as server:
+        rt = make_runtime(tmp_path, FakeClock())
+        rt.env = dataclasses.replace(
+            rt.env, environ={**rt.env.environ, "FLEETKIT_ORCHESTRATOR_URL": server.url}
+        )
+        status = run_command(
+            lambda r: run(
+                r,
+                sql="SELECT 1",
+                select="",
+                hosts="",
+                via="bacalhau",
+                output_format="json",
+                output=None,
+                timeout=None,
+            ),
+            rt,
+        )
+    assert status == ExitStatus.FAILURE
+    assert "\x1b" not in err(rt) and "\x07" not in err(rt)
+    assert "locked \\x1b[2J\\x1b]0;owned\\x07" in err(rt)
