@@ -99,13 +99,36 @@ class RowData:
     """
 
     blob: Blob = b""
-    count: int = 0
+    #: The number of rows; None = not counted yet (framed rows: at least one).
+    #: Counting a large output costs a pass over it of its own, while the
+    #: merge splits the rows anyway: it is counted there, or on first need.
+    known_count: int | None = 0
     #: Union of the rows' columns, first seen first.
     columns: tuple[str, ...] = ()
     framed: bool = False
     start: int = 0
     end: int = 0
     plain: bool = True
+    #: A memo, not state: the count once known (a function of the bytes above).
+    _counted: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    @property
+    def count(self) -> int:
+        if self.known_count is not None:
+            return self.known_count
+        if not self._counted:
+            data = read_blob(self.blob)
+            # bytes.count of one byte is a plain loop, while replace finds it
+            # with memchr: the growth of a replace counts several times faster.
+            newlines = len(data.replace(b"\n", b"\n\n")) - len(data)
+            outside = data.count(b"\n", 0, self.start) + data.count(b"\n", self.end)
+            self._counted.append(newlines - outside + 1)
+        return self._counted[0]
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether there is at least one row (known without counting)."""
+        return self.known_count != 0
 
     def region(self) -> bytes:
         data = read_blob(self.blob)
@@ -113,7 +136,7 @@ class RowData:
 
     def lines(self) -> bytes:
         """Every row as compact JSON, one per line (each line ends with ``\\n``)."""
-        if not self.count:
+        if not self.has_rows:
             return b""
         if not self.framed:
             return read_blob(self.blob)
@@ -130,12 +153,14 @@ class RowData:
         if data.find(b",\n  {", 0, start + 3) >= 0:  # a banner that looks like a separator
             data, start, end = data[start:end], 0, end - start
         parts = data.split(b",\n  {")
+        if not self._counted:
+            self._counted.append(len(parts))
         parts[-1] = parts[-1][: len(parts[-1]) - (len(data) - end)]
         parts[0] = head + parts[0][start + 3 :]
         return parts
 
     def rows(self) -> Iterator[dict[str, str]]:
-        if not self.count:
+        if not self.has_rows:
             return
         if self.framed:
             parsed: list[dict[str, str]] = json.loads(b"[" + self.region() + b"]")
@@ -153,7 +178,7 @@ class RowData:
         gives for each row (tests hold them to it); validation guarantees their
         preconditions (no ``nodeID``/``unknownNode`` column, no empty row).
         """
-        if not self.count:
+        if not self.has_rows:
             return b""
         if not (self.framed or self.plain):
             return separator.join(dump_row(tags.apply(row)) for row in self.rows())
@@ -217,6 +242,10 @@ class NodeResult:
     @property
     def row_count(self) -> int:
         return self.data.count
+
+    @property
+    def has_rows(self) -> bool:
+        return self.data.has_rows
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -45,7 +45,7 @@ def write_answer(
 ) -> MergeStats:
     """Merge to ``output`` (atomically) or to stdout; stdout gets nothing but the result."""
     closed = deliver(env, lambda sink: write_merged(answer, fmt, sink), output)
-    with_rows = [node for node in answer.nodes if node.row_count]
+    with_rows = [node for node in answer.nodes if node.has_rows]
     return MergeStats(answer.row_count, len(with_rows), closed)
 
 
@@ -64,7 +64,7 @@ def write_merged(answer: FleetAnswer, fmt: str, out: ByteSink) -> None:
 
 
 def _with_rows(answer: FleetAnswer) -> Iterator[NodeResult]:
-    return (node for node in answer.nodes if node.row_count)
+    return (node for node in answer.nodes if node.has_rows)
 
 
 def _write_json(answer: FleetAnswer, out: ByteSink) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from fleetkit.ask.answer import NodeStatus
 from fleetkit.ask.osqueryi import classify_exit
-from fleetkit.ask.scope import Question, Scope
-from fleetkit.foundation.environment import Environment
+
+if TYPE_CHECKING:  # validation and the merge import this module: keep them light
+    from fleetkit.ask.scope import Question, Scope
+    from fleetkit.foundation.environment import Environment
 
 #: A node's raw osqueryi stdout: bytes, or an anonymous temporary file (spooled from S3).
 Output = bytes | IO[bytes]

@@ -172,7 +172,7 @@ def _settle_unknown(
         if not node.ok:
             # A PASS that could not be confirmed is not a PASS.
             verdicts[node.node_id] = _error(policy, node, prefix="unknown_if_rows query: ")
-        elif node.row_count:
+        elif node.has_rows:
             verdicts[node.node_id] = replace(verdict, verdict=Verdict.UNKNOWN, details=node.rows())
     for node_id in passing:
         if node_id not in answered:
