@@ -140,23 +140,29 @@ class RowData:
             return b""
         if not self.framed:
             return read_blob(self.blob)
-        return b"\n{".join(self._framed_rows(b"{")) + b"\n"
+        return b"{" + b"\n{".join(self._split_rows(keep_commas=False)) + b"\n"
 
-    def _framed_rows(self, head: bytes) -> list[bytes]:
-        """The framed rows split apart, each ``{...}`` with its ``{`` replaced by ``head``.
+    def _split_rows(self, *, keep_commas: bool) -> list[bytes]:
+        """The framed rows as pieces, each without its leading ``  {``; with
+        ``keep_commas`` every piece but the last still ends with the ``,`` that
+        osqueryi put between rows (the separator of a JSON array, too).
 
-        Split on the whole output, not a copy of the region (outputs are large):
-        the banner and ``[``/``]`` lines only touch the first and the last piece.
+        Cut from the whole output, not from a copy of its region (outputs are
+        large): only the first and the last piece need trimming.
         """
-        data = read_blob(self.blob)
-        start, end = self.start, self.end
-        if data.find(b",\n  {", 0, start + 3) >= 0:  # a banner that looks like a separator
-            data, start, end = data[start:end], 0, end - start
-        parts = data.split(b",\n  {")
+        data, start, end = read_blob(self.blob), self.start, self.end
+        needle = b"\n  {" if keep_commas else b",\n  {"
+        if data.find(needle, 0, start + 3) != (start - 1 if keep_commas else -1):
+            # a banner that contains the needle: cut a copy of the region instead
+            data, start, end = b"[\n" + data[start:end], 2, end - start + 2
+        parts = data.split(needle)
+        if keep_commas:
+            del parts[0]  # everything up to the "[" line
+        else:
+            parts[0] = parts[0][start + 3 :]
+        parts[-1] = parts[-1][: len(parts[-1]) - (len(data) - end)]
         if not self._counted:
             self._counted.append(len(parts))
-        parts[-1] = parts[-1][: len(parts[-1]) - (len(data) - end)]
-        parts[0] = head + parts[0][start + 3 :]
         return parts
 
     def rows(self) -> Iterator[dict[str, str]]:
@@ -171,26 +177,36 @@ class RowData:
                 row: dict[str, str] = json.loads(line)
                 yield row
 
-    def tagged_json(self, tags: Tags, separator: bytes) -> bytes:
-        """Rows tagged by ``tags``, as compact JSON joined by ``separator`` (none trailing).
-
-        The byte paths give exactly what :func:`dump_row` of :meth:`Tags.apply`
-        gives for each row (tests hold them to it); validation guarantees their
-        preconditions (no ``nodeID``/``unknownNode`` column, no empty row).
+    def tagged_pieces(self, tags: Tags, *, array: bool) -> list[bytes]:
+        """The rows tagged by ``tags`` as compact JSON, each preceded by a newline and
+        separated by ``,`` when ``array`` (JSON) else by nothing (NDJSON): pieces to
+        write in order. Joined, they are what :func:`dump_row` of :meth:`Tags.apply`
+        gives row by row (tests hold the byte paths to it); validation guarantees
+        their preconditions (no ``nodeID``/``unknownNode`` column, no empty row).
         """
         if not self.has_rows:
-            return b""
+            return []
+        comma = b"," if array else b""
         if not (self.framed or self.plain):
-            return separator.join(dump_row(tags.apply(row)) for row in self.rows())
+            rows = (dump_row(tags.apply(row)) for row in self.rows())
+            return [b"\n" + (comma + b"\n").join(rows)]
         names = set(self.columns)
         tag = b"".join(
             json_string(k) + b":" + json_string(v) + b"," for k, v in tags.pairs() if k not in names
         )
-        glue = separator + b"{" + tag
+        glue = b"\n{" + tag
         if self.framed:
-            return glue.join(self._framed_rows(b"{" + tag))
+            return _interleave(glue, glue, self._split_rows(keep_commas=array))
         region = read_blob(self.blob)
-        return b"{" + tag + glue.join(region[1:-1].split(b"\n{"))
+        return _interleave(glue, comma + glue, region[1:-1].split(b"\n{"))
+
+
+def _interleave(first: bytes, glue: bytes, parts: list[bytes]) -> list[bytes]:
+    """``[first, parts[0], glue, parts[1], glue, ...]`` (list operations only, no copies)."""
+    pieces = [glue] * (2 * len(parts))
+    pieces[1::2] = parts
+    pieces[0] = first
+    return pieces
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ a node's rows are written whole or not at all. Writers stream: one node's
 rows are in memory at a time.
 
 - JSON / NDJSON: each node's rows come tagged as bytes
-  (:meth:`~fleetkit.ask.answer.RowData.tagged_json`), compact, one row per
+  (:meth:`~fleetkit.ask.answer.RowData.tagged_pieces`), compact, one row per
   line; ``json`` is always a valid array, even empty or cut short.
 - CSV: the header is the union of all columns (known from validation, so one
   pass): ``nodeID``, ``hostname`` (``unknownNode`` when a stranger answered),
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from fleetkit.ask.answer import HOSTNAME, NODE_ID, UNKNOWN_NODE, FleetAnswer, NodeResult
 from fleetkit.foundation.environment import Environment
-from fleetkit.foundation.output import ByteSink, check_format, deliver
+from fleetkit.foundation.output import ByteSink, check_format, deliver, write_pieces
 from fleetkit.foundation.table import Table, cell
 
 #: Written by ``table`` when no node returned a row.
@@ -55,8 +55,7 @@ def write_merged(answer: FleetAnswer, fmt: str, out: ByteSink) -> None:
     if fmt == "json":
         _write_json(answer, out)
     elif fmt == "ndjson":
-        for node in _with_rows(answer):
-            out.write(node.data.tagged_json(answer.tags(node), b"\n") + b"\n")
+        _write_ndjson(answer, out)
     elif fmt == "csv":
         _write_csv(answer, out)
     else:
@@ -68,16 +67,31 @@ def _with_rows(answer: FleetAnswer) -> Iterator[NodeResult]:
 
 
 def _write_json(answer: FleetAnswer, out: ByteSink) -> None:
+    """``[``, each node's rows (each after a newline, separated by ``,``), ``\\n]``."""
     out.write(b"[")
     wrote = False
     try:
         for node in _with_rows(answer):
-            out.write(b",\n" if wrote else b"\n")
-            out.write(node.data.tagged_json(answer.tags(node), b",\n"))
+            if wrote:
+                out.write(b",")
+            write_pieces(out, node.data.tagged_pieces(answer.tags(node), array=True))
             wrote = True
     finally:
         # Also on an error or Ctrl-C halfway: what was written stays a valid array.
         out.write(b"\n]\n" if wrote else b"]\n")
+
+
+def _write_ndjson(answer: FleetAnswer, out: ByteSink) -> None:
+    """One row a line: the pieces' leading newline ends the previous row instead."""
+    wrote = False
+    for node in _with_rows(answer):
+        pieces = node.data.tagged_pieces(answer.tags(node), array=False)
+        if not wrote:
+            pieces[0] = pieces[0][1:]
+        write_pieces(out, pieces)
+        wrote = True
+    if wrote:
+        out.write(b"\n")
 
 
 def merged_columns(answer: FleetAnswer) -> list[str]:

@@ -9,7 +9,7 @@ per line in a fixed framing; when a node's output has exactly that framing
 (checked by one strict regular expression built from the first row's keys:
 every row has exactly those keys in that order with string values, which
 proves the region is valid JSON), its bytes are kept as they are and
-:meth:`RowData.tagged_json` later inserts the tags with a byte split and
+:meth:`RowData.tagged_pieces` later inserts the tags with a byte split and
 join, with no dict per row. Anything unusual (``\\u`` escapes, other
 whitespace, a ``nodeID`` column, a redacted column, rows with different
 keys) is parsed row by row, redacted and re-encoded as compact JSON lines

@@ -113,6 +113,50 @@ def silence_stdout(env: Environment) -> None:
         os.close(devnull)
 
 
+def write_pieces(out: ByteSink, pieces: list[bytes]) -> None:
+    """Write ``pieces`` in order: gathered by the kernel (``writev``) when ``out`` is a
+    real file, so a large output is not first joined into one more copy of itself."""
+    fileno = getattr(out, "fileno", None)
+    flush = getattr(out, "flush", None)
+    try:
+        fd = fileno() if fileno is not None and flush is not None else -1
+    except (OSError, ValueError):  # io.UnsupportedOperation: BytesIO and friends
+        fd = -1
+    if fd < 0 or len(pieces) < 2:
+        out.write(b"".join(pieces))
+        return
+    assert flush is not None
+    flush()  # what the buffered file holds goes first
+    writev_all(fd, pieces)
+
+
+def writev_all(
+    fd: int,
+    pieces: list[bytes],
+    writev: Callable[[int, list[bytes | memoryview]], int] = os.writev,
+) -> None:
+    """``writev`` until every byte is written (a pipe may take part of a batch)."""
+    batch = max(1, min(os.sysconf("SC_IOV_MAX"), 1024))
+    index = 0
+    rest: memoryview | None = None  # what is left of pieces[index] after a short write
+    while index < len(pieces):
+        chunk: list[bytes | memoryview] = list(pieces[index : index + batch])
+        if rest is not None:
+            chunk[0] = rest
+        written = writev(fd, chunk)
+        if written == sum(map(len, chunk)):  # the usual case: no Python loop over pieces
+            index += len(chunk)
+            rest = None
+            continue
+        for piece in chunk:
+            if written < len(piece):
+                rest = memoryview(piece)[written:]
+                break
+            written -= len(piece)
+            index += 1
+            rest = None
+
+
 # --------------------------------------------------------------------------- small records
 
 

@@ -18,7 +18,13 @@ from fleetkit.ask.transport import Collected, NodeReply, osqueryi_reply
 from fleetkit.ask.validate import settle
 from fleetkit.foundation.atomic import atomic_output
 from fleetkit.foundation.environment import Environment
-from fleetkit.foundation.output import FORMATS, check_format, check_output_path
+from fleetkit.foundation.output import (
+    FORMATS,
+    check_format,
+    check_output_path,
+    write_pieces,
+    writev_all,
+)
 from fleetkit.foundation.status import UsageError
 from tests.unit.test_results import osqueryi
 
@@ -298,3 +304,40 @@ def test_the_recorder_reads_rows_and_lines_of_both_layouts() -> None:
         assert node.rows() == rows
         assert node.row_lines() == b'{"a":"1","b":"x"}\n{"a":"2","b":"\xc3\xa9"}\n'
         assert node.row_count == 2 and node.columns == ("a", "b")
+
+
+def test_pieces_reach_a_file_by_writev_and_a_buffer_joined(tmp_path: Path) -> None:
+    pieces = [bytes([65 + i % 26]) * (i % 7) for i in range(3000)]
+    expected = b"".join(pieces)
+    with (tmp_path / "out").open("wb") as handle:
+        handle.write(b"head:")  # buffered: must land before the gathered pieces
+        write_pieces(handle, pieces)
+        handle.write(b":tail")
+    assert (tmp_path / "out").read_bytes() == b"head:" + expected + b":tail"
+    memory = io.BytesIO()
+    write_pieces(memory, pieces)
+    assert memory.getvalue() == expected
+
+
+def test_short_writes_are_resumed_where_they_stopped(tmp_path: Path) -> None:
+    pieces = [b"abc", b"", b"defgh", b"i" * 50, b"jk"] * 300
+    target = tmp_path / "out"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT)
+    calls = []
+
+    def stingy_writev(fd: int, buffers: list[bytes | memoryview]) -> int:
+        """A pipe that takes at most 7 bytes at a time (never more than asked)."""
+        data = b""
+        for buffer in buffers:
+            data += bytes(buffer[: 7 - len(data)])
+            if len(data) == 7:
+                break
+        calls.append(len(buffers))
+        return os.write(fd, data)
+
+    try:
+        writev_all(fd, pieces, writev=stingy_writev)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == b"".join(pieces)
+    assert max(calls) <= 1024
