@@ -13,6 +13,7 @@ How a question travels (each step one module)::
     osqueryi.py     osqueryi's contract: how it is called, what it prints
     validate.py     every reply checked before anyone reads a row
     answer.py       NodeResult / FleetAnswer (frozen) -- the interface consumers use
+    rows.py         a node's validated rows and the tag rule (nodeID, hostname, ...)
     merge.py        json / ndjson / csv / table writers of an answer
     verdicts.py     policy evaluation (PASS / FAIL / UNKNOWN / ERROR)
     hunts.py        indicator hunts: SQL batches and hits

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fleetkit.ask.answer import HOSTNAME, NODE_ID
 from fleetkit.ask.engine import Asker
+from fleetkit.ask.rows import HOSTNAME, NODE_ID
 from fleetkit.ask.scope import Question, Scope
 from fleetkit.foundation.sqlguard import sql_string_literal
 from fleetkit.foundation.status import ExitStatus, UsageError

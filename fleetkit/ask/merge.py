@@ -22,7 +22,8 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from fleetkit.ask.answer import HOSTNAME, NODE_ID, UNKNOWN_NODE, FleetAnswer, NodeResult
+from fleetkit.ask.answer import FleetAnswer, NodeResult
+from fleetkit.ask.rows import HOSTNAME, NODE_ID, UNKNOWN_NODE
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.output import ByteSink, check_format, deliver, write_pieces
 from fleetkit.foundation.table import Table, cell

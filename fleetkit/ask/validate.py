@@ -28,20 +28,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO
 
-from fleetkit.ask.answer import (
+from fleetkit.ask.answer import FleetAnswer, NodeResult, NodeStatus
+from fleetkit.ask.osqueryi import OutputError, json_start, parse_osqueryi_json
+from fleetkit.ask.rows import (
     HOSTNAME,
     NO_ROWS,
     TAG_COLUMNS,
     Blob,
-    FleetAnswer,
-    NodeResult,
-    NodeStatus,
     RowData,
     encode_row,
     json_string,
     redact_row,
 )
-from fleetkit.ask.osqueryi import OutputError, json_start, parse_osqueryi_json
 from fleetkit.ask.transport import Collected, NodeReply, Output
 
 #: Why a stranger's answer is left out (the summary names the node with it).

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit.ask.answer import FleetAnswer, NodeStatus, redact_row, tag_row
+from fleetkit.ask.answer import FleetAnswer, NodeStatus
 from fleetkit.ask.merge import write_answer, write_merged
+from fleetkit.ask.rows import redact_row, tag_row
 from fleetkit.ask.transport import Collected, NodeReply, osqueryi_reply
 from fleetkit.ask.validate import settle
 from fleetkit.foundation.atomic import atomic_output

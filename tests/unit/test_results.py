@@ -9,8 +9,9 @@ import tempfile
 
 import pytest
 
-from fleetkit.ask.answer import NodeResult, NodeStatus, tag_row
+from fleetkit.ask.answer import NodeResult, NodeStatus
 from fleetkit.ask.osqueryi import OutputError, parse_osqueryi_json
+from fleetkit.ask.rows import tag_row
 from fleetkit.ask.transport import Output, osqueryi_reply
 from fleetkit.ask.validate import settle_node
 
