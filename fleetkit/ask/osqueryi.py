@@ -19,6 +19,7 @@ What fleetkit relies on (reference/osquery.md §3):
 from __future__ import annotations
 
 import json
+import mmap
 import shlex
 from typing import Any
 
@@ -100,13 +101,13 @@ def osquery_error(stderr: bytes | str | None, stdout: bytes | None, exit_code: i
 # --------------------------------------------------------------------------- output
 
 
-def json_start(stdout: bytes) -> int:
+def json_start(stdout: bytes | mmap.mmap) -> int:
     """Offset of the JSON array: the first line that starts with ``[``.
 
     Only a line start counts, so a banner naming a socket path with ``[`` in
     it is still skipped. -1 when there is no such line.
     """
-    if stdout.startswith(b"["):
+    if stdout[:1] == b"[":
         return 0
     at = stdout.find(b"\n[")
     return at + 1 if at >= 0 else -1

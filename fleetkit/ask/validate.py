@@ -22,6 +22,8 @@ disk past a few megabytes.
 from __future__ import annotations
 
 import functools
+import mmap
+import os
 import re
 import tempfile
 from collections.abc import Iterable
@@ -38,6 +40,7 @@ from fleetkit.ask.rows import (
     RowData,
     encode_row,
     json_string,
+    read_blob,
     redact_row,
 )
 from fleetkit.ask.transport import Collected, NodeReply, Output
@@ -133,36 +136,59 @@ def check_rows(output: Output, redacted: frozenset[str], ledger: _Ledger) -> Row
     """The node's rows, checked; raises :class:`OutputError` when the output is not osqueryi's."""
     blob: Blob
     if isinstance(output, bytes):
-        data = blob = output
+        data, blob = output, output
     else:
-        output.seek(0)
-        data = output.read()
-        blob = (output, 0, len(data))
+        output.seek(0, os.SEEK_END)
+        blob = (output, 0, output.tell())
+        in_place = _framed_in_file(output, blob, redacted)
+        if in_place is not None:
+            return in_place
+        data = read_blob(blob)
     framed = framed_rows(data, blob, redacted)
     if framed is not None:
         return framed
     return ledger.add(parse_osqueryi_json(data), redacted)
 
 
+def _framed_in_file(handle: IO[bytes], blob: Blob, redacted: frozenset[str]) -> RowData | None:
+    """An ASCII output in a file checked where it lies (mapped, not read into a copy).
+
+    None for anything else -- not mappable, empty, not ASCII, not the framing:
+    the caller reads the output and checks it the general way.
+    """
+    size = blob[2] if isinstance(blob, tuple) else 0
+    if size == 0 or isinstance(handle, tempfile.SpooledTemporaryFile):
+        return None
+    try:
+        with mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ) as mapped:
+            return framed_rows(mapped, blob, redacted, ascii_only=True)
+    except (OSError, ValueError):
+        return None
+
+
 # --------------------------------------------------------------------------- the fast path
 
 
-def framed_rows(data: bytes, blob: Blob, redacted: frozenset[str]) -> RowData | None:
+def framed_rows(
+    data: bytes | mmap.mmap, blob: Blob, redacted: frozenset[str], *, ascii_only: bool = False
+) -> RowData | None:
     """Rows kept as osqueryi printed them, when the output is exactly its framing; else None.
 
     The framing: ``[\n``, rows ``  {...}`` joined by ``,\n``, ``\n]\n``
     (a banner line may come first). The first row names the columns; a
     pattern built from them (cached) then checks that *every* row has
     exactly those keys, in that order, with string values. Every check runs
-    on ``data`` in place: a large output is never copied here.
+    on ``data`` in place: a large output is never copied here. With
+    ``ascii_only`` the pattern admits ASCII only (``data`` may then be a
+    mapped file, which has no ``isascii``); else UTF-8 is checked apart.
     """
     start = json_start(data)
-    if start < 0 or not data.startswith(b"[\n", start):
+    if start < 0 or data[start : start + 2] != b"[\n":
         return None
     end = len(data)
     while end > start and data[end - 1] == 0x0A:
         end -= 1
-    if end - start < 3 or not data.endswith(b"\n]", start, end):
+    if end - start < 3 or data[end - 2 : end] != b"\n]":
         return None
     first, last = start + 2, end - 2
     if first == last:  # "[\n\n]": no rows
@@ -173,17 +199,19 @@ def framed_rows(data: bytes, blob: Blob, redacted: frozenset[str]) -> RowData | 
     keys = _first_row_keys(data, first, last)
     if keys is None or redacted.intersection(keys) or not _PER_ROW_TAGS.isdisjoint(keys):
         return None
-    if _rows_pattern(keys, escaped).fullmatch(data, first, last) is None:
+    if _rows_pattern(keys, escaped, ascii_only).fullmatch(data, first, last) is None:
         return None
-    if not data.isascii():
-        try:
-            data[first:last].decode("utf-8")
-        except UnicodeDecodeError:
-            return None
+    if not ascii_only:
+        assert isinstance(data, bytes)
+        if not data.isascii():
+            try:
+                data[first:last].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
     return RowData(blob=blob, known_count=None, columns=keys, framed=True, start=first, end=last)
 
 
-def _first_row_keys(data: bytes, first: int, last: int) -> tuple[str, ...] | None:
+def _first_row_keys(data: bytes | mmap.mmap, first: int, last: int) -> tuple[str, ...] | None:
     newline = data.find(b"\n", first, last)
     line = data[first : newline if newline >= 0 else last]
     if line.endswith(b","):
@@ -196,9 +224,11 @@ def _first_row_keys(data: bytes, first: int, last: int) -> tuple[str, ...] | Non
 
 
 @functools.lru_cache(maxsize=256)
-def _rows_pattern(keys: tuple[str, ...], escaped: bool) -> re.Pattern[bytes]:
+def _rows_pattern(keys: tuple[str, ...], escaped: bool, ascii_only: bool) -> re.Pattern[bytes]:
     """Rows with exactly these keys in this order (osqueryi sorts them), string values."""
     value = _VALUE_ESCAPED if escaped else _VALUE_PLAIN
+    if ascii_only:
+        value = value.replace(rb"\]-\xff", rb"\]-\x7f")
     members = b",".join(re.escape(json_string(key)) + b":" + value for key in keys)
     row = rb"  \{" + members + rb"\}"
     return re.compile(row + rb"(?:,\n" + row + rb")*+")

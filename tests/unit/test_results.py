@@ -177,3 +177,16 @@ def test_other_framing_is_read_too() -> None:
     node = node_result("n", "n", exit_code=0, stdout=b'[{"a":"1"},{"a":"2"}]', stderr=b"")
     assert node.rows() == [{"a": "1"}, {"a": "2"}]
     assert node.row_lines() == b'{"a":"1"}\n{"a":"2"}\n'
+
+
+def test_a_spooled_output_that_is_not_ascii_is_checked_all_the_same() -> None:
+    """ASCII outputs in files are checked in place (mapped); others take the general path."""
+    for rows in ([{"a": "plain"}], [{"a": "Zoë 日本"}]):
+        node = node_result("n", "n", exit_code=0, stdout=spooled(osqueryi(rows)), stderr=b"")
+        assert (node.status, node.rows(), node.data.framed) == (NodeStatus.OK, rows, True)
+    bad = spooled(osqueryi([{"a": "x"}]).replace(b'"x"', b'"\xff"'))
+    node = node_result("n", "n", exit_code=0, stdout=bad, stderr=b"")
+    assert node.status is NodeStatus.FAILED and "UTF-8" in (node.error or "")
+    raw_control = spooled(osqueryi([{"a": "x"}]).replace(b'"x"', b'"\x01"'))
+    node = node_result("n", "n", exit_code=0, stdout=raw_control, stderr=b"")
+    assert node.status is NodeStatus.FAILED
