@@ -2,8 +2,8 @@
 
 A local HTTP server plays the orchestrator (v1.9 shapes): N compute nodes,
 one ops job whose executions complete at scripted times. ``fleetkit query``
-(``fleetkit.commands.query.run``, real REST client, output to a file) runs against it;
-the bench prints, per scenario:
+(``fleetkit.commands.query.run``: the engine with the real REST client, output
+to a file) runs against it; the bench prints, per scenario:
 
 - the latency from the last execution completing (server clock) to the merged
   output file being written (target <= 0.3 s);
@@ -140,7 +140,11 @@ def serve(orchestrator: Orchestrator) -> ThreadingHTTPServer:
     return server
 
 
-def write_settings(directory: Path, url: str) -> Path:
+def write_settings(directory: Path, url: str, nodes: list[str]) -> Path:
+    """Settings and an inventory naming the nodes (strangers' answers would be excluded)."""
+    (directory / "inventory").mkdir(exist_ok=True)
+    hosts = {name: {"address": "127.0.0.1", "port": 20000 + i} for i, name in enumerate(nodes)}
+    (directory / "inventory" / "fleet.yaml").write_text(json.dumps({"compute": {"hosts": hosts}}))
     sha = "0" * 64
     settings = {
         "osquery": {"package": {"source": "osquery.deb", "sha256": sha}},
@@ -182,7 +186,8 @@ def run_fleetkit(scenario: Scenario, work: Path) -> Figures:
     orchestrator = Orchestrator({f"node-{i:03d}": d for i, d in enumerate(scenario.delays)})
     server = serve(orchestrator)
     try:
-        settings = write_settings(work, f"http://127.0.0.1:{server.server_address[1]}")
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        settings = write_settings(work, url, sorted(orchestrator.delays))
         env = Environment(
             stdout=io.StringIO(),
             stderr=io.StringIO(),

@@ -9,7 +9,6 @@ The same collection serves ``invoke <task>`` (through ``tasks.py``) and the
 
 from __future__ import annotations
 
-import signal
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -22,8 +21,10 @@ from invoke.tasks import task
 
 from fleetkit import __version__
 from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.output import CLOSED_EARLY, silence_stdout
 from fleetkit.foundation.secrets import redact
 from fleetkit.foundation.status import ExitStatus, FleetkitError, exit_status_for
+from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.runtime import Runtime
 
 
@@ -36,15 +37,25 @@ def run_command(work: Callable[[Runtime], ExitStatus], runtime: Runtime) -> Exit
         env.end_progress()
         env.say("fleetkit: interrupted")
         return ExitStatus.INTERRUPTED
-    except FleetkitError as exc:
+    except BrokenPipeError:
+        # A write to stdout that no command wrapped in output.deliver (which
+        # reports a closed pipe and carries on): same message, and the run
+        # could not finish its output, so exit 1 (see foundation/output.py).
+        silence_stdout(env)
         env.end_progress()
-        env.say(f"fleetkit: error: {redact(str(exc))}")
+        env.say(f"fleetkit: {CLOSED_EARLY}")
+        return ExitStatus.FAILURE
+    except FleetkitError as exc:
+        # Messages quote hosts, the orchestrator and files: escaped, one line each.
+        env.end_progress()
+        env.say(f"fleetkit: error: {terminal_safe(redact(str(exc)))}")
         return exc.exit_status
     except Exception as exc:  # a bug: say so plainly, trace only on request
         env.end_progress()
-        env.say(f"fleetkit: internal error: {redact(f'{type(exc).__name__}: {exc}')}")
+        message = terminal_safe(redact(f"{type(exc).__name__}: {exc}"))
+        env.say(f"fleetkit: internal error: {message}")
         if env.environ.get("FLEETKIT_DEBUG"):
-            env.say(redact(traceback.format_exc()))
+            env.say(terminal_safe(redact(traceback.format_exc()), keep_newlines=True))
         else:
             env.say("fleetkit: set FLEETKIT_DEBUG=1 for the traceback")
         return exit_status_for(exc)
@@ -122,6 +133,8 @@ def provision(c: Context, hosts: str = "", check: bool = False, settings: str = 
     format="json (default), ndjson, csv or table",
     output="write the result to this file (atomically) instead of stdout",
     timeout="seconds to wait for the nodes (default: settings query.timeout)",
+    include_unknown_nodes="also merge answers of cluster nodes that are not in the inventory "
+    "(their rows are marked unknownNode=true); default: excluded and named",
 )
 def query(
     c: Context,
@@ -132,6 +145,7 @@ def query(
     format: str = "json",
     output: str = "",
     timeout: float = 0.0,
+    include_unknown_nodes: bool = False,
     settings: str = "",
 ) -> None:
     """Run one osquery SQL question on the fleet and print one merged result."""
@@ -150,6 +164,7 @@ def query(
             output_format=format,
             output=output or None,
             timeout=timeout or None,
+            include_unknown_nodes=include_unknown_nodes,
         ),
         settings,
     )
@@ -306,6 +321,10 @@ _OPTION_HELP = {name: dict(task_obj.help) for name, task_obj in namespace.tasks.
 
 
 def main() -> None:
-    """The ``fleetkit`` console script (works outside the repository checkout)."""
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `fleetkit ... | head` ends quietly
+    """The ``fleetkit`` console script (works outside the repository checkout).
+
+    SIGPIPE keeps Python's default (ignored, so a closed stdout is an EPIPE
+    error that fleetkit reports and survives): ``fleetkit query ... | head``
+    behaves like ``invoke query ... | head``, summary and exit status included.
+    """
     Program(namespace=namespace, name="fleetkit", binary="fleetkit", version=__version__).run()

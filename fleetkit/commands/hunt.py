@@ -15,66 +15,48 @@ Indicators come from ``--path``/``--sha256`` or ``--ioc-file`` (CSV with a
   globs). Files outside the scope are not hashed; say so to the user.
 - A path without a hash reports every file found there (presence hunt).
 
-A file is a hit when it sits at a hunted location and its SHA-256 is one of the
-hashes hunted there (or the location was hunted without a hash).
-
-Every literal reaches SQL through :func:`fleetkit.foundation.sqlguard.sql_string_literal`
-(quotes doubled, NUL refused); nothing is concatenated raw. Globs use ``LIKE``
-(what osquery turns into a filesystem glob) AND ``GLOB`` (case-sensitive,
-exact on the literal parts, since LIKE is case-insensitive and treats ``%``
-and ``_`` in names as wildcards).
+The SQL and the hits are built in :mod:`fleetkit.ask.hunts`; this module reads
+the indicators, asks through the engine and prints.
 
 Size: at most :data:`MAX_INDICATORS` indicators (an IOC file of at most
-:data:`MAX_IOC_FILE_BYTES`); more is refused with the limit named. Within the
-limit, indicators are split into batches whose SQL stays under
-:data:`MAX_SQL_BYTES` (one fleet job per batch; Linux caps one argument at 128 KiB).
+:data:`MAX_IOC_FILE_BYTES`); more is refused with the limit named.
 
 Exit status: 3 FINDINGS when anything was found (even if some nodes did not
 answer); 1 FAILURE when some node could not answer and nothing was found
-(the fleet is not proven clean); 0 clean.
+(the fleet is not proven clean); 0 clean. Cluster nodes that are not in the
+inventory are left out and named.
 """
 
 from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
-from fleetkit.commands.policy import redact_rows
-from fleetkit.commands.query import FleetAnswer, QueryRequest, ask_fleet
-from fleetkit.foundation.inventory import parse_hosts_option
-from fleetkit.foundation.output import check_format, write_records
-from fleetkit.foundation.sqlguard import refuse_denied_tables, sql_string_literal
+from fleetkit.ask.engine import Asker, Engine
+from fleetkit.ask.hunts import (
+    HIT_COLUMNS,
+    build_batches,
+    exit_status_for_hunt,
+    hunt_fleet,
+    plan_targets,
+)
+from fleetkit.ask.scope import parse_scope
+from fleetkit.foundation.output import CLOSED_EARLY, check_format, deliver, render_records
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
+from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.foundation.yamlfile import parse_yaml
 from fleetkit.runtime import Runtime
 
-Asker = Callable[[QueryRequest], FleetAnswer]
+# =========================================================================== IOC files
+# Indicator-file parsing (Indicator, read_ioc_file, CSV/YAML readers, validators).
+# Moving to fleetkit/foundation/iocfile.py (H4): kept here unchanged, in one block,
+# so the imports can be swapped at merge.
 
 MAX_INDICATORS = 5000
 MAX_IOC_FILE_BYTES = 4 * 1024 * 1024
-MAX_SQL_BYTES = 48 * 1024
 MAX_PATH_LENGTH = 4096
-SCOPE_ENV = "FLEETKIT_HUNT_SCOPE"
-#: Where a hash-only hunt looks (osquery cannot hash "everything"): web roots,
-#: temporary directories, local binaries, home directories one level deep.
-#: Every file in scope is read and hashed on every node, so vendor trees such as
-#: /opt or /usr are left out on purpose; widen it with $FLEETKIT_HUNT_SCOPE.
-DEFAULT_HASH_SCOPE = (
-    "/var/www/**",
-    "/srv/**",
-    "/tmp/**",
-    "/var/tmp/**",
-    "/dev/shm/**",
-    "/usr/local/bin/*",
-    "/usr/local/sbin/*",
-    "/root/*",
-    "/home/*/*",
-)
-COLUMNS = ("hostname", "nodeID", "path", "sha256")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -84,28 +66,6 @@ class Indicator:
 
     path: str | None
     sha256: str | None
-
-
-@dataclass(frozen=True)
-class Location:
-    """Where to look, as osquery constraints."""
-
-    glob: str  # the user's spelling
-
-    @property
-    def is_glob(self) -> bool:
-        return "*" in self.glob
-
-    def where(self) -> str:
-        """The SQL condition selecting this location from ``hash`` (literals quoted)."""
-        if not self.is_glob:
-            return f"path = {sql_string_literal(self.glob)}"
-        like = self.glob.replace("**", "%%").replace("*", "%")
-        exact = self.glob.replace("**", "*")
-        return f"path LIKE {sql_string_literal(like)} AND path GLOB {sql_string_literal(exact)}"
-
-
-# --------------------------------------------------------------------------- validation
 
 
 def normalize_sha256(value: str, *, where: str, file: str | None = None) -> str:
@@ -241,6 +201,26 @@ def _too_many(file: str | None) -> None:
     )
 
 
+# =========================================================================== end of IOC files
+
+SCOPE_ENV = "FLEETKIT_HUNT_SCOPE"
+#: Where a hash-only hunt looks (osquery cannot hash "everything"): web roots,
+#: temporary directories, local binaries, home directories one level deep.
+#: Every file in scope is read and hashed on every node, so vendor trees such as
+#: /opt or /usr are left out on purpose; widen it with $FLEETKIT_HUNT_SCOPE.
+DEFAULT_HASH_SCOPE = (
+    "/var/www/**",
+    "/srv/**",
+    "/tmp/**",
+    "/var/tmp/**",
+    "/dev/shm/**",
+    "/usr/local/bin/*",
+    "/usr/local/sbin/*",
+    "/root/*",
+    "/home/*/*",
+)
+
+
 def hash_scope(
     environ: dict[str, str] | None, configured: tuple[str, ...] | None = None
 ) -> tuple[str, ...]:
@@ -282,136 +262,6 @@ def gather_indicators(
     return unique
 
 
-# --------------------------------------------------------------------------- SQL
-
-
-@dataclass
-class _Target:
-    """One location and the hashes hunted there (empty = any file there)."""
-
-    location: Location
-    hashes: list[str] = field(default_factory=list)
-    any_file: bool = False
-
-    def sql(self) -> str:
-        condition = self.location.where()
-        if not self.any_file:
-            listed = ", ".join(sql_string_literal(h) for h in sorted(set(self.hashes)))
-            condition += f" AND sha256 IN ({listed})"
-        return f"SELECT path, sha256 FROM hash WHERE {condition}"
-
-
-def plan_targets(indicators: Sequence[Indicator], scope: Sequence[str]) -> list[_Target]:
-    """Group indicators by location; hash-only ones go to every scope glob."""
-    targets: dict[str, _Target] = {}
-    hash_only = [i.sha256 for i in indicators if i.path is None and i.sha256]
-    for indicator in indicators:
-        if indicator.path is None:
-            continue
-        target = targets.setdefault(indicator.path, _Target(Location(indicator.path)))
-        if indicator.sha256 is None:
-            target.any_file = True
-        else:
-            target.hashes.append(indicator.sha256)
-    if hash_only:
-        for glob in scope:
-            target = targets.setdefault(glob, _Target(Location(glob)))
-            target.hashes.extend(h for h in hash_only if h)
-    return list(targets.values())
-
-
-def build_batches(targets: Sequence[_Target], limit: int = MAX_SQL_BYTES) -> list[str]:
-    """SQL statements (UNION of per-location SELECTs), each at most ``limit`` bytes."""
-    pieces: list[str] = []
-    for target in targets:
-        pieces.extend(_split_target(target, limit))
-    batches: list[list[str]] = [[]]
-    size = 0
-    glue = len(" UNION ")
-    for piece in pieces:
-        cost = len(piece.encode()) + glue
-        if batches[-1] and size + cost > limit:
-            batches.append([])
-            size = 0
-        batches[-1].append(piece)
-        size += cost
-    return [" UNION ".join(batch) for batch in batches if batch]
-
-
-def _split_target(target: _Target, limit: int) -> list[str]:
-    """One SELECT, or several when its hash list alone would exceed the limit."""
-    sql = target.sql()
-    if len(sql.encode()) <= limit or target.any_file:
-        if len(sql.encode()) > limit:
-            raise UsageError(f"path {target.location.glob[:80]!r}... makes a query too long")
-        return [sql]
-    hashes = sorted(set(target.hashes))
-    half = len(hashes) // 2
-    return [
-        *_split_target(_Target(target.location, hashes[:half]), limit),
-        *_split_target(_Target(target.location, hashes[half:]), limit),
-    ]
-
-
-# --------------------------------------------------------------------------- running
-
-
-@dataclass
-class HuntResult:
-    hits: list[dict[str, str]] = field(default_factory=list)
-    #: node ID -> why it could not answer (any batch)
-    problems: dict[str, str] = field(default_factory=dict)
-    answered: set[str] = field(default_factory=set)
-
-    @property
-    def infected_hosts(self) -> list[str]:
-        return list(dict.fromkeys(hit["hostname"] or hit["nodeID"] for hit in self.hits))
-
-
-def hunt_fleet(
-    batches: Sequence[str], ask: Asker, request: Callable[[str], QueryRequest]
-) -> HuntResult:
-    result = HuntResult()
-    seen: set[tuple[str, str, str]] = set()
-    for sql in batches:
-        answer = ask(request(sql))
-        for node in answer.nodes:
-            rows = node.checked_rows()
-            if not node.ok:
-                result.problems.setdefault(
-                    node.node_id, f"{node.status.value}: {node.error or 'no answer'}"
-                )
-                continue
-            result.answered.add(node.node_id)
-            for row in rows:
-                key = (node.node_id, row.get("path", ""), row.get("sha256", ""))
-                if key in seen:
-                    continue
-                seen.add(key)
-                result.hits.append(
-                    {
-                        "hostname": node.hostname,
-                        "nodeID": node.node_id,
-                        "path": row.get("path", ""),
-                        "sha256": row.get("sha256", ""),
-                    }
-                )
-    result.answered -= set(result.problems)
-    return result
-
-
-def write_hits(hits: Sequence[dict[str, str]], output_format: str, out: TextIO) -> None:
-    write_records(hits, COLUMNS, output_format, out)
-
-
-def exit_status_for_hunt(result: HuntResult) -> ExitStatus:
-    if result.hits:
-        return ExitStatus.FINDINGS
-    if result.problems or not result.answered:
-        return ExitStatus.FAILURE
-    return ExitStatus.SUCCESS
-
-
 def run(
     rt: Runtime,
     *,
@@ -426,29 +276,29 @@ def run(
 ) -> ExitStatus:
     output_format = check_format(output_format)
     indicators = gather_indicators(path, sha256, ioc_file, rt.env.cwd)
-    scope = hash_scope(dict(rt.env.environ), rt.settings.hunt_scope)
-    batches = build_batches(plan_targets(indicators, scope))
-    denied = rt.settings.osquery.disabled_tables
-    for sql in batches:
-        refuse_denied_tables(sql, denied)
-    rt.inventory.select(parse_hosts_option(hosts))  # unknown names: exit 2, nothing sent
+    hash_globs = hash_scope(dict(rt.env.environ), rt.settings.hunt_scope)
+    batches = build_batches(plan_targets(indicators, hash_globs))
+    engine = Engine(rt)
+    questions = [engine.question(sql) for sql in batches]  # every batch checked before any runs
+    scope = parse_scope(rt, select=select, hosts=hosts, via=via)  # bad input: exit 2, nothing sent
     if any(i.path is None for i in indicators):
-        rt.env.say(f"hash-only indicators are looked for in: {', '.join(scope)} (${SCOPE_ENV})")
+        rt.env.say(
+            terminal_safe(
+                f"hash-only indicators are looked for in: {', '.join(hash_globs)} (${SCOPE_ENV})"
+            )
+        )
     rt.env.say(f"hunting {len(indicators)} indicator(s) in {len(batches)} fleet query(ies)")
-    asker: Asker = ask or (lambda request: ask_fleet(rt, request))
-
-    def request(sql: str) -> QueryRequest:
-        return QueryRequest(sql=sql, select=select, hosts=hosts, via=via)
-
-    result = hunt_fleet(batches, asker, request)
-    result.hits = redact_rows(result.hits, rt.settings.query.redact_columns)
-    write_hits(result.hits, output_format, rt.env.stdout)
-    rt.env.stdout.flush()
+    result = hunt_fleet(questions, ask or engine.ask, scope)
+    data = render_records(result.hits, HIT_COLUMNS, output_format)
+    if deliver(rt.env, lambda sink: sink.write(data), None):
+        rt.env.say(f"hunt: {CLOSED_EARLY}")
     for node_id, problem in result.problems.items():
-        rt.env.say(f"{node_id}: could not answer: {problem}")
+        rt.env.say(terminal_safe(f"{node_id}: could not answer: {problem}"))
+    for node_id, reason in result.excluded.items():
+        rt.env.say(terminal_safe(f"{node_id}: excluded: {reason}"))
     if result.hits:
         infected = result.infected_hosts
-        rt.env.say(f"FOUND on {len(infected)} host(s): {', '.join(infected)}")
+        rt.env.say(terminal_safe(f"FOUND on {len(infected)} host(s): {', '.join(infected)}"))
     elif result.problems or not result.answered:
         rt.env.say("nothing found on the nodes that answered; the fleet is NOT proven clean")
     else:

@@ -4,17 +4,9 @@ A pack is YAML (``packs/*.yaml``, user-writable): each policy has a ``query``
 whose ``meaning`` says how to read it (``pass_if_rows``: the host complies when
 rows come back; ``fail_if_rows``: rows are violations), a ``details`` query
 listing the offending rows, an optional ``unknown_if_rows`` query, a
-``resolution`` and a ``severity``.
-
-Verdicts are three-valued plus one (Zentral's model, not Fleet's two-valued
-one, because a wrong PASS is the worst outcome of a compliance check):
-
-- PASS    the host answered and complies;
-- FAIL    the host answered and violates the policy (details list why);
-- UNKNOWN the host answered but osquery cannot decide: its ``unknown_if_rows``
-          query returned rows (e.g. SSH keys whose algorithm osquery does not
-          report) and nothing proved a violation;
-- ERROR   the host did not answer (unreachable, failed, timed out, missing).
+``resolution`` and a ``severity``. Verdicts (PASS / FAIL / UNKNOWN / ERROR)
+are decided in :mod:`fleetkit.ask.verdicts`; this module loads the packs,
+asks through the engine and prints.
 
 Exit status (documented precedence, highest first): 3 FINDINGS when any policy
 FAILED on any host (even when other hosts errored: the violation is proven);
@@ -22,30 +14,40 @@ FAILED on any host (even when other hosts errored: the violation is proven);
 0 otherwise. UNKNOWN alone exits 0 with a warning naming each undecided host:
 exit 3 means a proven violation, and a fleet of compliant Ed25519 keys would
 otherwise never exit 0; scripts that must treat UNKNOWN as non-compliant read
-the ``status`` field of ``--format json``.
+the ``status`` field of ``--format json``. Cluster nodes that are not in the
+inventory get no verdict: they are named on stderr.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from fleetkit.ask.results import NodeResult
-from fleetkit.commands.query import FleetAnswer, QueryRequest, ask_fleet
-from fleetkit.foundation.inventory import NAME_RE, parse_hosts_option
-from fleetkit.foundation.output import check_format, write_records
-from fleetkit.foundation.secrets import REDACTED
+from fleetkit.ask.answer import FleetAnswer
+from fleetkit.ask.engine import Asker, Engine
+from fleetkit.ask.scope import Question, Scope, parse_scope
+from fleetkit.ask.verdicts import (
+    HostVerdict,
+    Verdict,
+    evaluate_policy,
+    exit_status_for_verdicts,
+)
+from fleetkit.foundation.inventory import NAME_RE
+from fleetkit.foundation.output import CLOSED_EARLY, check_format, deliver, render_records
 from fleetkit.foundation.sqlguard import refuse_denied_tables
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
+from fleetkit.foundation.table import make_table
+from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.foundation.yamlfile import expect_mapping, load_yaml, reject_unknown_keys
 from fleetkit.runtime import Runtime
 
-#: Asks the fleet one question; injected by tests (default: ``query.ask_fleet``).
-Asker = Callable[[QueryRequest], FleetAnswer]
+# =========================================================================== packs
+# The pack model and loader (Pack, Policy, load_packs, validation, SHIPPED_PACKS_DIR).
+# Moving to fleetkit/ask/packs.py (H8): kept here unchanged, in one block, so the
+# imports can be swapped at merge.
 
 PACK_KEYS = {"pack", "description", "platform", "policies"}
 POLICY_KEYS = {
@@ -62,13 +64,6 @@ SEVERITIES = ("low", "medium", "high", "critical")
 MEANINGS = ("pass_if_rows", "fail_if_rows")
 #: The packs shipped with fleetkit (package data); ``packs/`` beside fleetkit.yaml wins.
 SHIPPED_PACKS_DIR = Path(__file__).resolve().parent.parent / "packs"
-
-
-class Verdict(StrEnum):
-    PASS = "PASS"
-    FAIL = "FAIL"
-    UNKNOWN = "UNKNOWN"
-    ERROR = "ERROR"
 
 
 @dataclass(frozen=True)
@@ -99,35 +94,6 @@ class Pack:
     description: str
     policies: tuple[Policy, ...]
     source: str
-
-
-@dataclass
-class HostVerdict:
-    """One host's result for one policy."""
-
-    policy: Policy
-    node_id: str
-    hostname: str
-    verdict: Verdict
-    details: list[dict[str, str]] = field(default_factory=list)
-    error: str | None = None
-
-    def record(self) -> dict[str, Any]:
-        """The machine-readable shape (json/ndjson/csv)."""
-        return {
-            "pack": self.policy.pack,
-            "policy": self.policy.name,
-            "severity": self.policy.severity,
-            "nodeID": self.node_id,
-            "hostname": self.hostname,
-            "status": self.verdict.value,
-            "details": self.details,
-            "error": self.error,
-            "resolution": self.policy.resolution if self.verdict is not Verdict.PASS else "",
-        }
-
-
-# --------------------------------------------------------------------------- packs
 
 
 def default_pack_files(settings_base_dir: str) -> list[Path]:
@@ -250,144 +216,10 @@ def _refuse_denied(policy: Policy, denied: tuple[str, ...], *, file: str, where:
             raise ConfigError(exc.detail, file=file, key=f"{where}.{field_name}") from None
 
 
-# --------------------------------------------------------------------------- evaluation
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Which nodes a policy run covers (the user's --hosts / --select / --via)."""
-
-    select: str = ""
-    hosts: str = ""
-    via: str = "bacalhau"
-    timeout: float | None = None
-
-    def request(self, sql: str, only: Sequence[str] | None = None) -> QueryRequest:
-        """A request for ``sql``; ``only`` narrows it to some already-answering nodes."""
-        hosts = ",".join(only) if only is not None else self.hosts
-        return QueryRequest(
-            sql=sql, select=self.select, hosts=hosts, via=self.via, timeout=self.timeout
-        )
-
-
-def evaluate_policy(
-    policy: Policy, ask: Asker, scope: Scope, inventory_names: set[str]
-) -> list[HostVerdict]:
-    """Run one policy: the main query, then details (failing hosts) and unknown (passing hosts)."""
-    main = ask(scope.request(policy.query))
-    verdicts: dict[str, HostVerdict] = {}
-    failing: list[str] = []
-    passing: list[str] = []
-    main_rows: dict[str, list[dict[str, str]]] = {}
-    for node in main.nodes:
-        rows = node.checked_rows()
-        if not node.ok:
-            verdicts[node.node_id] = _error(policy, node)
-            continue
-        main_rows[node.node_id] = rows
-        if policy.complies(rows):
-            passing.append(node.node_id)
-            verdicts[node.node_id] = HostVerdict(policy, node.node_id, node.hostname, Verdict.PASS)
-        else:
-            failing.append(node.node_id)
-            verdicts[node.node_id] = HostVerdict(policy, node.node_id, node.hostname, Verdict.FAIL)
-    if failing:
-        if policy.details == policy.query:
-            for node_id in failing:
-                verdicts[node_id].details = main_rows[node_id]
-        else:
-            _attach_details(policy, ask, scope, failing, inventory_names, verdicts)
-    if passing and policy.unknown_if_rows:
-        _settle_unknown(policy, ask, scope, passing, inventory_names, verdicts)
-    return [verdicts[node.node_id] for node in main.nodes]
-
-
-def _narrow(node_ids: list[str], inventory_names: set[str]) -> list[str] | None:
-    """Ask only these nodes when they are inventory names (node ID = inventory name)."""
-    return node_ids if all(n in inventory_names for n in node_ids) else None
-
-
-def _attach_details(
-    policy: Policy,
-    ask: Asker,
-    scope: Scope,
-    failing: list[str],
-    inventory_names: set[str],
-    verdicts: dict[str, HostVerdict],
-) -> None:
-    answer = ask(scope.request(policy.details, _narrow(failing, inventory_names)))
-    for node in answer.nodes:
-        verdict = verdicts.get(node.node_id)
-        if verdict is None or verdict.verdict is not Verdict.FAIL:
-            continue
-        rows = node.checked_rows()
-        if node.ok:
-            verdict.details = rows
-        else:
-            # The violation is proven by the main query; only the listing is missing.
-            verdict.error = f"details query: {node.error or node.status.value}"
-
-
-def _settle_unknown(
-    policy: Policy,
-    ask: Asker,
-    scope: Scope,
-    passing: list[str],
-    inventory_names: set[str],
-    verdicts: dict[str, HostVerdict],
-) -> None:
-    assert policy.unknown_if_rows is not None
-    answer = ask(scope.request(policy.unknown_if_rows, _narrow(passing, inventory_names)))
-    answered: set[str] = set()
-    for node in answer.nodes:
-        verdict = verdicts.get(node.node_id)
-        if verdict is None or verdict.verdict is not Verdict.PASS:
-            continue
-        answered.add(node.node_id)
-        rows = node.checked_rows()
-        if not node.ok:
-            # A PASS that could not be confirmed is not a PASS.
-            verdicts[node.node_id] = _error(policy, node, prefix="unknown_if_rows query: ")
-        elif rows:
-            verdict.verdict = Verdict.UNKNOWN
-            verdict.details = rows
-    for node_id in passing:
-        if node_id not in answered:
-            verdict = verdicts[node_id]
-            verdict.verdict = Verdict.ERROR
-            verdict.error = "unknown_if_rows query: node did not answer"
-
-
-def _error(policy: Policy, node: NodeResult, prefix: str = "") -> HostVerdict:
-    return HostVerdict(
-        policy,
-        node.node_id,
-        node.hostname,
-        Verdict.ERROR,
-        error=f"{prefix}{node.status.value}: {node.error or 'no answer'}",
-    )
-
-
-def exit_status_for_verdicts(verdicts: Iterable[HostVerdict]) -> ExitStatus:
-    """FAIL (3) wins over ERROR (1); PASS and UNKNOWN alone are 0 (see module doc)."""
-    seen = {v.verdict for v in verdicts}
-    if Verdict.FAIL in seen:
-        return ExitStatus.FINDINGS
-    if Verdict.ERROR in seen or not seen:
-        return ExitStatus.FAILURE
-    return ExitStatus.SUCCESS
+# =========================================================================== end of packs
 
 
 # --------------------------------------------------------------------------- output
-
-
-def redact_rows(rows: list[dict[str, str]], columns: Iterable[str]) -> list[dict[str, str]]:
-    """settings.query.redact_columns applies to every row fleetkit prints, details included."""
-    hidden = set(columns)
-    if not hidden:
-        return rows
-    return [{k: REDACTED if k in hidden else v for k, v in row.items()} for row in rows]
-
 
 #: Columns of the csv and ndjson records (one per host per policy).
 RECORD_COLUMNS = (
@@ -403,46 +235,39 @@ RECORD_COLUMNS = (
 )
 
 
-def write_verdicts(verdicts: Sequence[HostVerdict], output_format: str, out: TextIO) -> None:
-    """Machine formats on stdout; ``table`` is for people (one line per host per policy)."""
+def render_verdicts(verdicts: Sequence[HostVerdict], output_format: str) -> bytes:
+    """Machine formats for scripts; ``table`` is for people (one line per host per policy)."""
     if output_format == "table":
-        out.write(render_table(verdicts))
-        return
+        return render_table(verdicts).encode("utf-8", "backslashreplace")
     records = [v.record() for v in verdicts]
     if output_format == "csv":  # one cell per field: nested details as JSON text
         for record in records:
             record["details"] = json.dumps(record["details"], ensure_ascii=False)
             record["error"] = record["error"] or ""
-    write_records(records, RECORD_COLUMNS, output_format, out)
+    return render_records(records, RECORD_COLUMNS, output_format)
 
 
 def render_table(verdicts: Sequence[HostVerdict]) -> str:
-    """Aligned table; FAIL/UNKNOWN rows are followed by their detail rows, indented."""
+    """The one renderer's table; FAIL/UNKNOWN rows are followed by their detail rows, indented."""
     header = ("POLICY", "SEVERITY", "HOST", "STATUS", "DETAILS")
-    lines: list[tuple[str, ...]] = []
-    extra: dict[int, list[str]] = {}
+    rows = []
     for verdict in verdicts:
-        host = verdict.hostname or verdict.node_id
+        host = verdict.host
         if verdict.node_id and verdict.hostname and verdict.node_id != verdict.hostname:
             host = f"{verdict.hostname} ({verdict.node_id})"
         summary = verdict.error or (f"{len(verdict.details)} row(s)" if verdict.details else "")
-        lines.append(
+        rows.append(
             (verdict.policy.key, verdict.policy.severity, host, verdict.verdict.value, summary)
         )
-        if verdict.details:
-            extra[len(lines) - 1] = [
-                "    " + ", ".join(f"{k}={v}" for k, v in row.items()) for row in verdict.details
-            ]
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    text = [_line(header, widths)]
-    for index, row in enumerate(lines):
-        text.append(_line(row, widths))
-        text.extend(extra.get(index, []))
+    lines = make_table(header, rows, max_width=None).lines()
+    text = [lines[0]]
+    for verdict, line in zip(verdicts, lines[1:], strict=True):
+        text.append(line)
+        text.extend(
+            "    " + ", ".join(f"{terminal_safe(k)}={terminal_safe(v)}" for k, v in row.items())
+            for row in verdict.details
+        )
     return "\n".join(text) + "\n"
-
-
-def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
-    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
 
 
 def summarize(verdicts: Sequence[HostVerdict], say: Callable[[str], None]) -> None:
@@ -457,57 +282,20 @@ def summarize(verdicts: Sequence[HostVerdict], say: Callable[[str], None]) -> No
     for verdict in verdicts:
         if verdict.verdict is Verdict.UNKNOWN:
             say(
-                f"warning: {verdict.policy.key}: {verdict.hostname or verdict.node_id} UNKNOWN: "
-                "osquery cannot decide; see the details rows"
+                terminal_safe(
+                    f"warning: {verdict.policy.key}: {verdict.host} UNKNOWN: "
+                    "osquery cannot decide; see the details rows"
+                )
             )
         elif verdict.verdict is Verdict.ERROR:
-            host = verdict.hostname or verdict.node_id
-            say(f"{verdict.policy.key}: {host} ERROR: {verdict.error}")
-
-
-# --------------------------------------------------------------------------- command
-
-
-def run(
-    rt: Runtime,
-    *,
-    packs: list[str],
-    hosts: str,
-    select: str,
-    via: str,
-    output_format: str,
-    ask: Asker | None = None,
-) -> ExitStatus:
-    output_format = check_format(output_format)
-    settings = rt.settings
-    rt.inventory.select(parse_hosts_option(hosts))  # unknown names: exit 2 before anything runs
-    files = [Path(rt.env.cwd, p) for p in packs] if packs else default_pack_files(settings.base_dir)
-    loaded = load_packs(files, settings.osquery.disabled_tables)
-    asker: Asker = ask or (lambda request: ask_fleet(rt, request))
-    scope = Scope(select=select, hosts=hosts, via=via)
-    inventory_names = {h.name for h in rt.inventory.hosts}
-    verdicts: list[HostVerdict] = []
-    policies = [policy for pack in loaded for policy in pack.policies]
-    for index, policy in enumerate(policies, 1):
-        rt.env.progress(f"policy {index}/{len(policies)}: {policy.key}")
-        verdicts.extend(evaluate_policy(policy, asker, scope, inventory_names))
-    rt.env.end_progress()
-    for verdict in verdicts:
-        verdict.details = redact_rows(verdict.details, settings.query.redact_columns)
-    write_verdicts(verdicts, output_format, rt.env.stdout)
-    rt.env.stdout.flush()
-    summarize(verdicts, rt.env.say)
-    status = exit_status_for_verdicts(verdicts)
-    rt.env.say(closing_line(verdicts, status))
-    return status
+            say(terminal_safe(f"{verdict.policy.key}: {verdict.host} ERROR: {verdict.error}"))
 
 
 def closing_line(verdicts: Sequence[HostVerdict], status: ExitStatus) -> str:
     """The last stderr line: what the exit status means for this run."""
 
     def hosts(verdict: Verdict) -> list[str]:
-        names = (v.hostname or v.node_id for v in verdicts if v.verdict is verdict)
-        return list(dict.fromkeys(names))
+        return list(dict.fromkeys(v.host for v in verdicts if v.verdict is verdict))
 
     if not verdicts:
         return "policy: no node answered: nothing was checked (exit 1)"
@@ -524,3 +312,58 @@ def closing_line(verdicts: Sequence[HostVerdict], status: ExitStatus) -> str:
     if unknown:
         return f"policy: no violation found; undecided on {', '.join(unknown)} (exit 0)"
     return "policy: every host passed every policy (exit 0)"
+
+
+# --------------------------------------------------------------------------- command
+
+
+@dataclass
+class Strangers:
+    """Wraps an asker to remember the excluded strangers of every answer (named once)."""
+
+    ask: Asker
+    seen: dict[str, str]
+
+    def __call__(self, question: Question, scope: Scope) -> FleetAnswer:
+        answer = self.ask(question, scope)
+        for node in answer.excluded:
+            self.seen.setdefault(node.node_id, node.error or "")
+        return answer
+
+
+def run(
+    rt: Runtime,
+    *,
+    packs: list[str],
+    hosts: str,
+    select: str,
+    via: str,
+    output_format: str,
+    ask: Asker | None = None,
+) -> ExitStatus:
+    output_format = check_format(output_format)
+    settings = rt.settings
+    scope = parse_scope(rt, select=select, hosts=hosts, via=via)  # bad input: exit 2 first
+    files = [Path(rt.env.cwd, p) for p in packs] if packs else default_pack_files(settings.base_dir)
+    loaded = load_packs(files, settings.osquery.disabled_tables)
+    strangers = Strangers(ask or Engine(rt).ask, {})
+    inventory = {h.name: h for h in rt.inventory.compute}
+    verdicts: list[HostVerdict] = []
+    policies = [policy for pack in loaded for policy in pack.policies]
+    for index, policy in enumerate(policies, 1):
+        rt.env.progress(f"policy {index}/{len(policies)}: {policy.key}")
+        verdicts.extend(
+            evaluate_policy(
+                policy, strangers, scope, inventory, denied_tables=settings.osquery.disabled_tables
+            )
+        )
+    rt.env.end_progress()
+    data = render_verdicts(verdicts, output_format)
+    if deliver(rt.env, lambda sink: sink.write(data), None):
+        rt.env.say(f"policy: {CLOSED_EARLY}")
+    summarize(verdicts, rt.env.say)
+    for node_id, reason in strangers.seen.items():
+        rt.env.say(terminal_safe(f"{node_id}: excluded, no verdict: {reason}"))
+    status = exit_status_for_verdicts(verdicts)
+    rt.env.say(terminal_safe(closing_line(verdicts, status)))
+    return status

@@ -9,6 +9,6 @@
   the report. :mod:`~fleetkit.readiness.render`: the table.
 
 It sits below the commands and above the ask engine (the probe query's
-answer is read with osquery's output contract from :mod:`fleetkit.ask.results`);
+answer is read with osquery's output contract from :mod:`fleetkit.ask.osqueryi`);
 host facts come from :mod:`fleetkit.hostfacts`, shared with provisioning.
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fleetkit.ask.results import OutputError, parse_osqueryi_json
+from fleetkit.ask.osqueryi import OutputError, parse_osqueryi_json
 from fleetkit.clients.ssh import HostKeyError, KeyProblem, SSHError
 from fleetkit.clients.urls import nats_url
 from fleetkit.foundation.status import ConfigError, HostError

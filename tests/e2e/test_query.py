@@ -8,12 +8,12 @@ route (outputs over 2 KB) runs on its own small lab from ``lab_factory``.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import re
-import socket
-import threading
+import shlex
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -260,89 +260,6 @@ def _job_count(lab: Lab) -> int:
     return len(response.json().get("Items") or [])
 
 
-class ScriptedOrchestrator:
-    """A local HTTP server answering every request with one scripted response."""
-
-    def __init__(self, status: int, body: bytes, content_type: str = "application/json"):
-        handler = self._handler(status, body, content_type)
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.requests = 0
-
-    def _handler(self, status: int, body: bytes, content_type: str) -> type:
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                outer.requests += 1
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_PUT = do_DELETE = _answer
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> ScriptedOrchestrator:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "expected"),
-    [
-        (
-            401,
-            b'{"Status":401,"Message":"Request Unauthorized","Code":"Unauthorized"}',
-            "refused the request (401",
-        ),
-        (
-            500,
-            b'{"Status":500,"Message":"database is locked","Code":"InternalError"}',
-            "database is locked",
-        ),
-        (200, b"<html>captive portal</html>", "not JSON"),
-        (None, b"", "cannot reach orchestrator"),
-    ],
-)
-def test_orchestrator_failures_are_clear(
-    lab: Lab, status: int | None, body: bytes, expected: str
-) -> None:
-    def ask(url: str) -> CliResult:
-        environ = {**lab.environ(), "FLEETKIT_ORCHESTRATOR_URL": url}
-        return run_cli(lab, "query", "SELECT 1", environ=environ)
-
-    if status is None:
-        result = ask(f"http://127.0.0.1:{_closed_port()}")
-    else:
-        with ScriptedOrchestrator(status, body) as server:
-            result = ask(server.url)
-    assert result.exit_code == 1, result.output
-    assert result.stdout == ""
-    assert expected in result.stderr, result.stderr
-    assert "Traceback" not in result.output
-    assert "internal error" not in result.stderr
-
-
 def test_ctrl_c_while_waiting_stops_the_job(provisioned_lab: Lab, tmp_path: Path) -> None:
     lab = provisioned_lab
     submitted: list[str] = []
@@ -501,3 +418,63 @@ def wait_until_lacks_local_storage(lab: Lab, node: str, timeout: float = 30.0) -
             return
         time.sleep(0.2)
     raise AssertionError(f"{node} still advertises local storage after {timeout}s")
+
+
+# --------------------------------------------------------------- one behaviour for `| head`
+
+REPO = Path(__file__).resolve().parents[2]
+MANY_ROWS = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) "
+    "SELECT x FROM c"
+)
+
+
+def test_a_closed_pipe_is_reported_the_same_by_both_entry_points(provisioned_lab: Lab) -> None:
+    """``fleetkit query ... | head`` and ``invoke query ... | head``: report, summary, exit 0."""
+    entry_points = {
+        "fleetkit": [sys.executable, "-c", "from fleetkit.cli import main; main()"],
+        "invoke": [sys.executable, "-m", "invoke", "--search-root", str(REPO)],
+    }
+    for name, argv in entry_points.items():
+        command = shlex.join([*argv, "query", MANY_ROWS, "--via", "ssh", "--format", "ndjson"])
+        script = f'{command} | head -n 2; echo "exit=${{PIPESTATUS[0]}}" >&2'
+        done = subprocess.run(
+            ["bash", "-c", script],
+            env=provisioned_lab.environ(),
+            cwd=provisioned_lab.workdir,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert len(done.stdout.splitlines()) == 2, (name, done.stderr)
+        assert "exit=0" in done.stderr, (name, done.stderr)
+        assert "the reader closed the output early" in done.stderr, name
+        assert "60000 rows from 3/3 nodes" in done.stderr, name
+        assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, name
+
+
+# --------------------------------------------------------------------------- strangers
+
+
+def test_a_rogue_node_is_excluded_unless_asked_for(lab_factory: Callable[..., Lab]) -> None:
+    from tests.e2e.test_nodes import start_rogue, status_of, wait_for
+
+    lab = lab_factory(compute=1)
+    assert run_cli(lab, "provision").exit_code == 0
+    wait_connected(lab, ["node-1"])
+    start_rogue(lab)
+    wait_for(lab, "rogue-1", lambda n: status_of(n) == "CONNECTED")
+
+    result = run_cli(lab, "query", "SELECT hostname FROM system_info")
+    assert result.exit_code == 0, result.output
+    assert [r["nodeID"] for r in rows_of(result)] == ["node-1"]
+    assert "from 1/1 nodes" in result.stderr
+    line = next(x for x in result.stderr.splitlines() if "rogue-1" in x)
+    assert "excluded" in line and "not in the inventory" in line
+    assert executed_on(lab, result) == ["node-1"]  # the stranger never got the SQL
+
+    # On request it is asked too, and marked (it has no osquery: it fails, named as a stranger).
+    result = run_cli(lab, "query", "SELECT hostname FROM system_info", "--include-unknown-nodes")
+    assert [r["nodeID"] for r in rows_of(result)] == ["node-1"]
+    assert "rogue-1 [not in the inventory]" in result.stderr, result.stderr
+    assert sorted(executed_on(lab, result)) == ["node-1", "rogue-1"]

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit.ask.results import node_result
-from fleetkit.foundation.output import write_merged
+from fleetkit.ask.answer import FleetAnswer, NodeStatus
+from fleetkit.ask.merge import write_merged
+from fleetkit.ask.transport import Collected, NodeReply
+from fleetkit.ask.validate import settle
 from fleetkit.foundation.status import ConfigError, ExitStatus
 from fleetkit.history import (
     HistorySettings,
@@ -131,37 +133,37 @@ def test_show_re_renders_the_merged_output_byte_identical(tmp_path: Path) -> Non
         "n4": b'[\n  {"pid":"9","name":"caf\\u00e9"},\n  {"pid":"8","name":"x"}\n]\n',
     }
 
-    def nodes() -> list[object]:
-        return [
-            node_result(n, f"host-{n}", exit_code=0, stdout=out, stderr=b"")
-            for n, out in outputs.items()
-        ]
+    def answer(replies: dict[str, bytes]) -> FleetAnswer:
+        return settle(
+            Collected(
+                replies=tuple(
+                    NodeReply(n, f"host-{n}", NodeStatus.OK, output=out, exit_code=0)
+                    for n, out in replies.items()
+                )
+            )
+        )
 
     with open_store(tmp_path) as history:
         recorder = history.begin_run(
             kind="query", question=Question("SELECT 1"), scope={}, transport="ssh"
         )
-        for node in nodes():
-            data = node.stdout  # type: ignore[attr-defined]
-            fast = b"\\u" not in data
-            recorder.add_node(
-                node_id=node.node_id,  # type: ignore[attr-defined]
-                hostname=node.hostname,  # type: ignore[attr-defined]
-                status="ok",
-                rows=RowBlock.from_osqueryi_output(data, data.index(b"[")) if fast else node.rows(),  # type: ignore[attr-defined]
-            )
+        with answer(outputs) as first:
+            for node in first.nodes:
+                recorder.add_node(
+                    node_id=node.node_id,
+                    hostname=node.hostname,
+                    status="ok",
+                    rows=node.iter_rows(),
+                )
         run_id = recorder.finish().run_id
         for fmt in ("json", "ndjson", "csv", "table"):
             original = io.BytesIO()
-            write_merged(nodes(), fmt, original)  # type: ignore[arg-type]
+            with answer(outputs) as printed:
+                write_merged(printed, fmt, original)
             again = io.BytesIO()
-            rebuilt = [
-                node_result(
-                    e.node_id, e.hostname, exit_code=0, stdout=as_osqueryi_output(b), stderr=b""
-                )
-                for e, b in history.node_blocks(run_id)
-            ]
-            write_merged(rebuilt, fmt, again)
+            rebuilt = {e.node_id: as_osqueryi_output(b) for e, b in history.node_blocks(run_id)}
+            with answer(rebuilt) as shown:
+                write_merged(shown, fmt, again)
             assert again.getvalue() == original.getvalue(), fmt
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetkit.ask import hunts
 from fleetkit.cli import run_command
 from fleetkit.commands import hunt
 from fleetkit.foundation.sqlguard import TokenKind, tokenize
@@ -34,7 +35,7 @@ def hash_table(files: dict[str, str]) -> sqlite3.Connection:
 
 def found(indicators: list[hunt.Indicator], files: dict[str, str]) -> set[tuple[str, str]]:
     db = hash_table(files)
-    batches = hunt.build_batches(hunt.plan_targets(indicators, hunt.DEFAULT_HASH_SCOPE))
+    batches = hunts.build_batches(hunts.plan_targets(indicators, hunt.DEFAULT_HASH_SCOPE))
     hits: set[tuple[str, str]] = set()
     for sql in batches:
         hits.update(db.execute(sql).fetchall())
@@ -60,7 +61,7 @@ def test_hostile_exact_paths_are_quoted_and_match_exactly(path: str) -> None:
     files = {path: H1, path + "x": H1, "/srv/other": H1}
     assert found([hunt.Indicator(path, H1)], files) == {(path, H1)}
     # the literal is one SQL string token: nothing of the path becomes SQL
-    (sql,) = hunt.build_batches(hunt.plan_targets([hunt.Indicator(path, H1)], ()))
+    (sql,) = hunts.build_batches(hunts.plan_targets([hunt.Indicator(path, H1)], ()))
     strings = [t.text for t in tokenize(sql) if t.kind is TokenKind.STRING]
     assert path in strings
 
@@ -84,7 +85,7 @@ def test_percent_and_underscore_in_a_glob_are_literal() -> None:
 
 
 def test_globs_translate_to_osquery_like_patterns() -> None:
-    where = hunt.Location("/var/www/**/wp-*.php").where()
+    where = hunts.Location("/var/www/**/wp-*.php").where()
     assert "path LIKE '/var/www/%%/wp-%.php'" in where
     assert "path GLOB '/var/www/*/wp-*.php'" in where
 
@@ -98,9 +99,9 @@ def test_hash_only_looks_in_the_scope_and_path_only_reports_presence() -> None:
 def test_many_indicators_are_batched_under_the_size_limit() -> None:
     indicators = [hunt.Indicator(f"/srv/f{i:05d}", f"{i:064x}") for i in range(3000)]
     indicators.append(hunt.Indicator(None, H1))
-    batches = hunt.build_batches(hunt.plan_targets(indicators, hunt.DEFAULT_HASH_SCOPE))
+    batches = hunts.build_batches(hunts.plan_targets(indicators, hunt.DEFAULT_HASH_SCOPE))
     assert len(batches) > 1
-    assert all(len(b.encode()) <= hunt.MAX_SQL_BYTES for b in batches)
+    assert all(len(b.encode()) <= hunts.MAX_SQL_BYTES for b in batches)
     files = {"/srv/f02999": f"{2999:064x}", "/srv/f00001": H2, "/home/u/evil": H1}
     db = hash_table(files)
     hits = {row for sql in batches for row in db.execute(sql).fetchall()}
@@ -265,3 +266,16 @@ def test_hostile_input_runs_nothing(tmp_path: Path) -> None:
         assert status == ExitStatus.BAD_INPUT, bad
         assert "Traceback" not in err(rt)
     assert fleet.requests == []
+
+
+def test_node_text_is_escaped_for_people_and_exact_for_scripts(tmp_path: Path) -> None:
+    evil = PLANTED + "\x1b]0;owned\x07"
+    hit = [{"path": evil, "sha256": H1}]
+    fleet = ScriptedFleet({"FROM hash": {"node-1": hit, "node-2": "Error: \x1b[2Jgone"}})
+    rt, status = run_hunt(tmp_path, fleet, "table")
+    assert status == ExitStatus.FINDINGS
+    assert "\x1b" not in out(rt) + err(rt)
+    assert "\\x1b]0;owned\\x07" in out(rt)
+    assert "Error: \\x1b[2Jgone" in err(rt)
+    rt, _ = run_hunt(tmp_path, fleet, "json")
+    assert json.loads(out(rt))[0]["path"] == evil

@@ -3,38 +3,54 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
 
-from fleetkit.ask.results import NodeResult, NodeStatus, node_result
+from fleetkit.ask.answer import FleetAnswer, NodeStatus
+from fleetkit.ask.merge import write_answer, write_merged
+from fleetkit.ask.rows import redact_row, tag_row
+from fleetkit.ask.transport import Collected, NodeReply, osqueryi_reply
+from fleetkit.ask.validate import settle
 from fleetkit.foundation.atomic import atomic_output
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.output import (
     FORMATS,
     check_format,
     check_output_path,
-    write_merged,
-    write_result,
+    write_pieces,
+    writev_all,
 )
 from fleetkit.foundation.status import UsageError
 from tests.unit.test_results import osqueryi
 
 
-def ok(node_id: str, rows: list[dict[str, str]], **kw: bool) -> NodeResult:
+def node_result(
+    node_id: str, hostname: str, *, exit_code: int, stdout: bytes, stderr: bytes
+) -> NodeReply:
+    return osqueryi_reply(node_id, hostname, exit_code=exit_code, stdout=stdout, stderr=stderr)
+
+
+def ok(node_id: str, rows: list[dict[str, str]], **kw: bool) -> NodeReply:
     return node_result(node_id, node_id, exit_code=0, stdout=osqueryi(rows, **kw), stderr=b"")
 
 
-def merged(nodes: list[NodeResult], fmt: str, redact: tuple[str, ...] = ()) -> bytes:
+def answer_of(nodes: list[NodeReply], redact: tuple[str, ...] = (), **kw: bool) -> FleetAnswer:
+    return settle(Collected(tuple(nodes)), redacted=redact, **kw)
+
+
+def merged(nodes: list[NodeReply], fmt: str, redact: tuple[str, ...] = (), **kw: bool) -> bytes:
     out = io.BytesIO()
-    write_merged(nodes, fmt, out, redact_columns=redact)
+    write_merged(answer_of(nodes, redact, **kw), fmt, out)
     return out.getvalue()
 
 
-def pretty(node_id: str, rows: list[dict[str, str]]) -> NodeResult:
+def pretty(node_id: str, rows: list[dict[str, str]]) -> NodeReply:
     """Same rows, other whitespace: forces the per-row path."""
     stdout = json.dumps(rows, indent=4, sort_keys=True).encode()
     return node_result(node_id, node_id, exit_code=0, stdout=stdout, stderr=b"")
@@ -54,7 +70,7 @@ def test_json_is_valid_when_empty_or_partial() -> None:
     assert json.loads(merged([], "json")) == []
     assert json.loads(merged([ok("n", [])], "json")) == []
     failed = node_result("n2", "n2", exit_code=1, stdout=b"[\n\n]\n", stderr=b"Error: x")
-    timed_out = NodeResult("n3", "n3", NodeStatus.TIMED_OUT, error="deadline")
+    timed_out = NodeReply("n3", "n3", NodeStatus.TIMED_OUT, error="deadline")
     nodes = [failed, ok("n1", [{"a": "1"}]), timed_out]
     assert json.loads(merged(nodes, "json")) == [{"nodeID": "n1", "hostname": "n1", "a": "1"}]
 
@@ -64,8 +80,9 @@ def test_garbage_node_is_left_out_and_marked_failed() -> None:
     nodes = [ok("good", [{"a": "1"}]), bad]
     rows = json.loads(merged(nodes, "json"))
     assert [r["nodeID"] for r in rows] == ["good"]
-    assert bad.status is NodeStatus.FAILED
-    assert "unparseable output" in (bad.error or "")
+    settled = {n.node_id: n for n in answer_of(nodes).nodes}["bad"]
+    assert settled.status is NodeStatus.FAILED
+    assert "unparseable output" in (settled.error or "")
 
 
 def test_fast_and_per_row_paths_give_the_same_rows() -> None:
@@ -149,7 +166,7 @@ def test_bad_format_is_usage_error() -> None:
 def test_atomic_output_replaces_whole_file(tmp_path: Path) -> None:
     target = tmp_path / "out.json"
     env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), environ={}, cwd=str(tmp_path))
-    stats = write_result([ok("n1", [{"a": "1"}])], "json", env=env, output=str(target))
+    stats = write_answer(answer_of([ok("n1", [{"a": "1"}])]), "json", env=env, output=str(target))
     assert stats.rows == 1
     assert json.loads(target.read_text())[0]["a"] == "1"
     assert env.stdout.getvalue() == ""  # type: ignore[attr-defined]
@@ -160,18 +177,29 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path: Path) -> None:
     target = tmp_path / "out.json"
     target.write_text("previous\n")
 
-    def nodes() -> object:
-        yield ok("n1", [{"a": "1"}])
-        raise KeyboardInterrupt
+    answer = answer_of([ok("n1", [{"a": "1"}]), ok("n2", [{"a": "2"}])])
+
+    class Interrupting:
+        """A file that takes the first node's rows, then Ctrl-C arrives."""
+
+        def __init__(self, handle: object) -> None:
+            self.handle = handle
+            self.writes = 0
+
+        def write(self, data: bytes, /) -> object:
+            self.writes += 1
+            if self.writes == 4:
+                raise KeyboardInterrupt
+            return self.handle.write(data)  # type: ignore[attr-defined]
 
     with pytest.raises(KeyboardInterrupt), atomic_output(str(target)) as handle:
-        write_merged(nodes(), "json", handle)  # type: ignore[arg-type]
+        write_merged(answer, "json", Interrupting(handle))
     assert target.read_text() == "previous\n"
     assert os.listdir(tmp_path) == ["out.json"]
 
     fresh = tmp_path / "new.json"
     with pytest.raises(KeyboardInterrupt), atomic_output(str(fresh)) as handle:
-        write_merged(nodes(), "json", handle)  # type: ignore[arg-type]
+        write_merged(answer, "json", Interrupting(handle))
     assert not fresh.exists()
     assert os.listdir(tmp_path) == ["out.json"]
 
@@ -186,7 +214,7 @@ def test_output_path_checked_up_front(tmp_path: Path) -> None:
 
 def test_stdout_gets_only_the_result() -> None:
     env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), environ={}, cwd="/")
-    write_result([ok("n1", [{"a": "é"}])], "json", env=env, output=None)
+    write_answer(answer_of([ok("n1", [{"a": "é"}])]), "json", env=env, output=None)
     assert json.loads(env.stdout.getvalue()) == [  # type: ignore[attr-defined]
         {"nodeID": "n1", "hostname": "n1", "a": "é"}
     ]
@@ -211,5 +239,106 @@ def test_reader_closing_stdout_is_not_an_error() -> None:
         buffer = ClosedPipe()
 
     env = Environment(stdout=Stdout(), stderr=io.StringIO(), environ={}, cwd="/")
-    stats = write_result([ok("n1", [{"a": "1"}])], "ndjson", env=env, output=None)
+    stats = write_answer(answer_of([ok("n1", [{"a": "1"}])]), "ndjson", env=env, output=None)
     assert stats.closed_early
+
+
+def stranger(reply: NodeReply) -> NodeReply:
+    return dataclasses.replace(reply, in_inventory=False)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"a": "1", "hostname": "h1"}, {"a": "2", "hostname": "h2"}],  # hostname not first
+        [{"a": "1", "nodeID": "forged"}],
+        [{"a": "1", "unknownNode": "false"}],
+        [{"b": 'é \\ " \t', "c": "日本"}],
+        [{"z": "x"}, {}],
+    ],
+)
+@pytest.mark.parametrize("unknown", [False, True])
+@pytest.mark.parametrize("redact", [(), ("hostname",), ("nodeID", "b")])
+def test_fast_and_per_row_paths_agree_on_every_tag_rule(
+    rows: list[dict[str, str]], unknown: bool, redact: tuple[str, ...]
+) -> None:
+    def node(reply: NodeReply) -> NodeReply:
+        return stranger(reply) if unknown else reply
+
+    for fmt in ("json", "ndjson", "csv"):
+        fast = merged([node(ok("n", rows))], fmt, redact, include_unknown=True)
+        slow = merged([node(pretty("n", rows))], fmt, redact, include_unknown=True)
+        assert fast == slow, (fmt, rows)
+    answer = answer_of([node(ok("n", rows))], redact, include_unknown=True)
+    tags = answer.tags(answer.nodes[0])
+    expected = [tags.apply(redact_row(dict(r), set(redact))) for r in rows]
+    assert [
+        json.loads(line)
+        for line in merged(
+            [node(ok("n", rows))], "ndjson", redact, include_unknown=True
+        ).splitlines()
+    ] == expected
+
+
+def test_random_rows_take_the_fast_path_and_keep_every_byte() -> None:
+    rng = random.Random(7)
+    alphabet = 'abc é日\U0001f41f"\\/\t\n\x01{}[],:'
+    framed = 0
+    for _ in range(200):
+        keys = sorted(rng.sample(["a", "b", "c d", "hostname", "é", 'x"y'], rng.randint(1, 4)))
+        rows = [
+            {k: "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for k in keys}
+            for _ in range(rng.randint(1, 5))
+        ]
+        fast = merged([ok("n", rows)], "json")
+        assert fast == merged([pretty("n", rows)], "json"), rows
+        assert json.loads(fast) == [tag_row(r, "n", "n") for r in rows]
+        assert [list(r) for r in json.loads(fast)] == [list(tag_row(r, "n", "n")) for r in rows]
+        framed += answer_of([ok("n", rows)]).nodes[0].data.framed
+    assert framed >= 40  # the byte path was exercised, not only the per-row one
+
+
+def test_the_recorder_reads_rows_and_lines_of_both_layouts() -> None:
+    rows = [{"a": "1", "b": "x"}, {"a": "2", "b": "é"}]
+    for reply in (ok("n", rows), pretty("n", rows)):
+        (node,) = answer_of([reply]).nodes
+        assert node.rows() == rows
+        assert node.row_lines() == b'{"a":"1","b":"x"}\n{"a":"2","b":"\xc3\xa9"}\n'
+        assert node.row_count == 2 and node.columns == ("a", "b")
+
+
+def test_pieces_reach_a_file_by_writev_and_a_buffer_joined(tmp_path: Path) -> None:
+    pieces = [bytes([65 + i % 26]) * (i % 7) for i in range(3000)]
+    expected = b"".join(pieces)
+    with (tmp_path / "out").open("wb") as handle:
+        handle.write(b"head:")  # buffered: must land before the gathered pieces
+        write_pieces(handle, pieces)
+        handle.write(b":tail")
+    assert (tmp_path / "out").read_bytes() == b"head:" + expected + b":tail"
+    memory = io.BytesIO()
+    write_pieces(memory, pieces)
+    assert memory.getvalue() == expected
+
+
+def test_short_writes_are_resumed_where_they_stopped(tmp_path: Path) -> None:
+    pieces = [b"abc", b"", b"defgh", b"i" * 50, b"jk"] * 300
+    target = tmp_path / "out"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT)
+    calls = []
+
+    def stingy_writev(fd: int, buffers: list[bytes | memoryview]) -> int:
+        """A pipe that takes at most 7 bytes at a time (never more than asked)."""
+        data = b""
+        for buffer in buffers:
+            data += bytes(buffer[: 7 - len(data)])
+            if len(data) == 7:
+                break
+        calls.append(len(buffers))
+        return os.write(fd, data)
+
+    try:
+        writev_all(fd, pieces, writev=stingy_writev)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == b"".join(pieces)
+    assert max(calls) <= 1024

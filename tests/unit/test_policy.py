@@ -7,15 +7,21 @@ import io
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from fleetkit.ask.results import NodeResult, NodeStatus
+from fleetkit.ask import verdicts
+from fleetkit.ask.answer import FleetAnswer, NodeStatus
+from fleetkit.ask.scope import Question, Scope, Via
+from fleetkit.ask.transport import Collected, NodeReply
+from fleetkit.ask.validate import settle
 from fleetkit.cli import run_command
 from fleetkit.commands import policy
-from fleetkit.commands.query import FleetAnswer, QueryRequest
 from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.selectors import Selector
 from fleetkit.foundation.settings import DEFAULT_DISABLED_TABLES
 from fleetkit.foundation.status import ConfigError, ExitStatus
 from fleetkit.runtime import Runtime
@@ -86,32 +92,45 @@ def osqueryi_json(rows: list[dict[str, str]]) -> bytes:
 Answer = list[dict[str, str]] | str | None
 
 
+@dataclass(frozen=True)
+class Asked:
+    """One question the fleet was asked: its SQL and the hosts it was narrowed to."""
+
+    sql: str
+    hosts: str  # comma-joined names, "" = the whole scope (for readable assertions)
+
+
 class ScriptedFleet:
-    """A fake ``ask_fleet``: answers per SQL (matched by a substring) per node."""
+    """A fake engine: answers per SQL (matched by a substring) per node, validated for real."""
 
     def __init__(self, script: dict[str, dict[str, Answer]]) -> None:
         self.script = script
-        self.requests: list[QueryRequest] = []
+        self.requests: list[Asked] = []
 
-    def __call__(self, request: QueryRequest) -> FleetAnswer:
-        self.requests.append(request)
-        answers = next(v for k, v in self.script.items() if k in request.sql)
-        only = set(request.hosts.split(",")) if request.hosts else None
+    def __call__(self, question: Question, scope: Scope) -> FleetAnswer:
+        only = scope.host_names
+        self.requests.append(Asked(question.sql, ",".join(h.name for h in scope.hosts or ())))
+        answers = next(v for k, v in self.script.items() if k in question.sql)
         nodes = []
         for node_id, answer in answers.items():
             if only is not None and node_id not in only:
                 continue
             if answer is None:
-                nodes.append(NodeResult(node_id, "", NodeStatus.MISSING, error="never ran"))
+                nodes.append(NodeReply(node_id, "", NodeStatus.MISSING, error="never ran"))
             elif isinstance(answer, str):
-                nodes.append(
-                    NodeResult(node_id, node_id, NodeStatus.FAILED, b"", answer, exit_code=1)
-                )
+                nodes.append(NodeReply(node_id, node_id, NodeStatus.FAILED, b"", answer, 1))
             else:
-                nodes.append(
-                    NodeResult(node_id, node_id, NodeStatus.OK, osqueryi_json(answer), None, 0)
-                )
-        return FleetAnswer(nodes=nodes, job_id="j-1", expected=list(answers))
+                nodes.append(NodeReply(node_id, node_id, NodeStatus.OK, osqueryi_json(answer)))
+        return settle(Collected(tuple(nodes), "j-1", tuple(answers)))
+
+
+def any_scope() -> Scope:
+    """Every node, no selector (what a bare ``invoke policy`` asks)."""
+    return Scope(Selector.parse(""), None, Via.SSH, 30.0)
+
+
+def hosts_named(names: set[str]) -> dict[str, Host]:
+    return {name: Host(name, "127.0.0.1") for name in names}
 
 
 # --------------------------------------------------------------------------- packs
@@ -263,8 +282,8 @@ def test_the_ssh_rule_gives_fail_unknown_pass_and_error() -> None:
         }
     )
     names = {"node-1", "node-2", "node-3", "node-4", "node-5"}
-    verdicts = policy.evaluate_policy(ssh_rule(), fleet, policy.Scope(), names)
-    by_node = {v.node_id: v for v in verdicts}
+    results = policy.evaluate_policy(ssh_rule(), fleet, any_scope(), hosts_named(names))
+    by_node = {v.node_id: v for v in results}
     assert {n: v.verdict.value for n, v in by_node.items()} == {
         "node-1": "FAIL",
         "node-2": "UNKNOWN",
@@ -282,8 +301,8 @@ def test_the_ssh_rule_gives_fail_unknown_pass_and_error() -> None:
 def test_a_pass_that_cannot_be_confirmed_is_an_error() -> None:
     fleet = fleet_for_ssh_rule({"node-1": [EC_ENC]})
     fleet.script["WHERE user_ssh_keys.key_type = ''"] = {"node-1": "Error: boom"}
-    (verdict,) = policy.evaluate_policy(ssh_rule(), fleet, policy.Scope(), {"node-1"})
-    assert verdict.verdict is policy.Verdict.ERROR
+    (verdict,) = policy.evaluate_policy(ssh_rule(), fleet, any_scope(), hosts_named({"node-1"}))
+    assert verdict.verdict is verdicts.Verdict.ERROR
     assert "unknown_if_rows query" in (verdict.error or "")
 
 
@@ -296,12 +315,12 @@ def test_pass_if_rows_meaning(tmp_path: Path) -> None:
             "SELECT path FROM": {"node-1": [{"path": "x"}], "node-2": []},
         }
     )
-    verdicts = policy.evaluate_policy(rule, fleet, policy.Scope(), {"node-1", "node-2"})
-    assert [v.verdict.value for v in verdicts] == ["PASS", "FAIL"]
+    found = policy.evaluate_policy(rule, fleet, any_scope(), hosts_named({"node-1", "node-2"}))
+    assert [v.verdict.value for v in found] == ["PASS", "FAIL"]
 
 
 @pytest.mark.parametrize(
-    ("verdicts", "status"),
+    ("found", "status"),
     [
         (["PASS", "PASS"], ExitStatus.SUCCESS),
         (["PASS", "UNKNOWN"], ExitStatus.SUCCESS),
@@ -311,13 +330,13 @@ def test_pass_if_rows_meaning(tmp_path: Path) -> None:
         ([], ExitStatus.FAILURE),
     ],
 )
-def test_exit_status_precedence(verdicts: list[str], status: ExitStatus) -> None:
+def test_exit_status_precedence(found: list[str], status: ExitStatus) -> None:
     rule = ssh_rule()
     items = [
-        policy.HostVerdict(rule, f"n{i}", f"n{i}", policy.Verdict(v))
-        for i, v in enumerate(verdicts)
+        verdicts.HostVerdict(rule, f"n{i}", f"n{i}", verdicts.Verdict(v))
+        for i, v in enumerate(found)
     ]
-    assert policy.exit_status_for_verdicts(items) == status
+    assert verdicts.exit_status_for_verdicts(items) == status
 
 
 # --------------------------------------------------------------------------- the command
@@ -396,3 +415,13 @@ def test_bad_input_is_refused_before_asking(tmp_path: Path) -> None:
     assert status == ExitStatus.BAD_INPUT
     assert "nosuchhost" in err(rt)
     assert fleet.requests == []
+
+
+def test_policy_output_for_people_is_escaped(tmp_path: Path) -> None:
+    evil = dict(PEM_RSA, path="/root/.ssh/\x1b[8mhidden")
+    fleet = fleet_for_ssh_rule({"node-1": [evil], "node-2": "Error: \x1b]0;x\x07"})
+    rt, status = run_policy(tmp_path, fleet, "table")
+    assert status == ExitStatus.FINDINGS
+    assert "\x1b" not in out(rt) + err(rt)
+    assert "path=/root/.ssh/\\x1b[8mhidden" in out(rt)
+    assert "node-2 ERROR" in err(rt) and "\\x1b]0;x\\x07" in err(rt)

@@ -11,22 +11,18 @@ from typing import Any
 
 import pytest
 
-from fleetkit.ask.results import NodeResult, NodeStatus
+from fleetkit.ask.answer import FleetAnswer, NodeResult, NodeStatus
+from fleetkit.ask.engine import Engine
+from fleetkit.ask.osqueryi import argv_safe_sql, osqueryi_command
+from fleetkit.ask.scope import parse_scope
+from fleetkit.ask.transport import Collected, NodeReply
+from fleetkit.ask.validate import settle
+from fleetkit.ask.via_bacalhau import BacalhauTransport, collect, expected_nodes
+from fleetkit.ask.via_ssh import ssh_reply
 from fleetkit.clients.bacalhau import Execution, JobStatus, NodeState, OrchestratorError, Submitted
 from fleetkit.clients.s3 import ResultFetchError
 from fleetkit.clients.ssh import CommandResult, CommandTimeout, Outcome, SSHError
-from fleetkit.commands.query import (
-    FleetAnswer,
-    QueryRequest,
-    argv_safe_sql,
-    ask_fleet,
-    collect,
-    exit_status,
-    expected_nodes,
-    osqueryi_command,
-    run,
-    ssh_node_result,
-)
+from fleetkit.commands.query import exit_status, run
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.selectors import parse_selector
@@ -211,8 +207,21 @@ def fake() -> FakeClock:
     return FakeClock()
 
 
+def ask_fleet(rt: Runtime, options: dict[str, Any], client_factory: Any) -> FleetAnswer:
+    """What ``query`` does before writing: parse the options once, ask the engine."""
+    options = {"sql": "SELECT 1", **options}
+    engine = Engine(rt, client_factory)
+    question = engine.question(options.pop("sql"))
+    return engine.ask(question, parse_scope(rt, **options))
+
+
 def ask(rt: Runtime, client: ScriptedClient, **kw: Any) -> FleetAnswer:
-    return ask_fleet(rt, QueryRequest(**{"sql": "SELECT 1", **kw}), client_factory=lambda _: client)
+    return ask_fleet(rt, kw, client_factory=lambda _: client)
+
+
+def tagged(answer: FleetAnswer) -> list[dict[str, str]]:
+    """Every answering node's rows with their tags, as the merge writes them."""
+    return [answer.tags(node).apply(row) for node in answer.nodes for row in node.iter_rows()]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -240,9 +249,8 @@ def test_bad_input_is_refused_before_anything_is_contacted(
     def factory(_: Runtime) -> Any:
         raise AssertionError("the orchestrator must not be contacted")
 
-    request = QueryRequest(**{"sql": "SELECT 1", **kw})
     with pytest.raises(ConfigError, match=match) as caught:
-        ask_fleet(rt, request, client_factory=factory)
+        ask_fleet(rt, kw, client_factory=factory)
     assert caught.value.exit_status == ExitStatus.BAD_INPUT
 
 
@@ -322,7 +330,7 @@ def test_all_nodes_answer_and_polling_is_adaptive(tmp_path: Path, fake: FakeCloc
     answer = ask(rt, client)
     assert answer.complete
     assert [n.status for n in answer.nodes] == [NodeStatus.OK] * 3
-    rows = list(answer.tagged_rows())
+    rows = tagged(answer)
     assert [(r["nodeID"], r["a"]) for r in rows] == [
         ("node-1", "1"),
         ("node-2", "2"),
@@ -478,7 +486,7 @@ def test_no_matching_node_submits_nothing(tmp_path: Path, fake: FakeClock) -> No
     rt = make_runtime(tmp_path, fake)
     client = ScriptedClient(fake, three_nodes(), {})
     answer = ask(rt, client, select="role=nosuch")
-    assert answer.nodes == [] and not client.submitted
+    assert list(answer.nodes) == [] and not client.submitted
     assert not answer.complete
 
 
@@ -543,37 +551,40 @@ def test_sql_never_mistaken_for_a_flag() -> None:
 def test_ssh_outcomes_become_node_results() -> None:
     host = Host("node-1", "127.0.0.1")
     ok = Outcome(host, value=CommandResult("node-1", "c", 0, osqueryi([{"a": "1"}]), b""))
-    assert ssh_node_result(ok).rows() == [{"a": "1"}]
+    assert settle(Collected((ssh_reply(ok),))).nodes[0].rows() == [{"a": "1"}]
     bad = Outcome(host, value=CommandResult("node-1", "c", 1, b"", b'Error: near "x"\n'))
-    assert ssh_node_result(bad).error == 'exit 1: Error: near "x"'
+    assert ssh_reply(bad).error == 'exit 1: Error: near "x"'
     down = Outcome(host, error=SSHError("node-1", "cannot connect to 127.0.0.1:22: refused"))
-    result = ssh_node_result(down)
+    result = ssh_reply(down)
     assert (result.status, result.error) == (
         NodeStatus.FAILED,
         "cannot connect to 127.0.0.1:22: refused",
     )
     slow = Outcome(host, error=CommandTimeout("node-1", "command timed out after 5s"))
-    assert ssh_node_result(slow).status is NodeStatus.TIMED_OUT
+    assert ssh_reply(slow).status is NodeStatus.TIMED_OUT
 
 
 def test_exit_status_logic() -> None:
-    good = NodeResult("a", "a", NodeStatus.OK, stdout=b"[\n\n]\n", exit_code=0)
-    assert exit_status(FleetAnswer([good], None, ["a"])) == ExitStatus.SUCCESS
+    good = NodeResult("a", "a", NodeStatus.OK, exit_code=0)
+    assert exit_status(FleetAnswer((good,), None, ("a",))) == ExitStatus.SUCCESS
     lost = NodeResult("b", "b", NodeStatus.MISSING, error="x")
-    assert exit_status(FleetAnswer([good, lost], None, ["a"])) == ExitStatus.FAILURE
-    assert exit_status(FleetAnswer([], None, [])) == ExitStatus.FAILURE
+    assert exit_status(FleetAnswer((good, lost), None, ("a",))) == ExitStatus.FAILURE
+    assert exit_status(FleetAnswer((), None, ())) == ExitStatus.FAILURE
+    stranger = NodeResult("r", "r", NodeStatus.EXCLUDED, error="not in the inventory")
+    assert exit_status(FleetAnswer((good, stranger), None, ("a",))) == ExitStatus.SUCCESS
+    assert exit_status(FleetAnswer((stranger,), None, ())) == ExitStatus.FAILURE
 
 
-def test_tagged_rows_redact_and_mark_garbage_failed() -> None:
-    good = NodeResult("a", "a", NodeStatus.OK, stdout=osqueryi([{"k": "secret", "p": "/x"}]))
-    garbage = NodeResult("b", "b", NodeStatus.OK, stdout=b"Segmentation fault")
-    answer = FleetAnswer([good, garbage], None, ["a", "b"])
-    assert answer.complete  # not yet known
-    rows = list(answer.tagged_rows(redact_columns=["k"]))
-    assert rows == [{"nodeID": "a", "hostname": "a", "k": "<redacted>", "p": "/x"}]
-    assert not answer.complete
+def test_the_answer_is_final_before_anything_reads_it() -> None:
+    good = NodeReply("a", "a", NodeStatus.OK, osqueryi([{"k": "secret", "p": "/x"}]), exit_code=0)
+    garbage = NodeReply("b", "b", NodeStatus.OK, b"Segmentation fault", exit_code=0)
+    answer = settle(Collected((good, garbage), None, ("a", "b")), redacted=["k"])
+    assert not answer.complete  # known at once: no output was written yet
     assert [n.node_id for n in answer.problems] == ["b"]
-    assert "unparseable output" in (garbage.error or "")
+    assert "unparseable output" in (answer.problems[0].error or "")
+    rows = tagged(answer)
+    assert rows == [{"nodeID": "a", "hostname": "a", "k": "<redacted>", "p": "/x"}]
+    assert list(answer.nodes[0].iter_rows()) == [{"k": "<redacted>", "p": "/x"}]  # held redacted
 
 
 def test_node_thought_unable_but_answering_is_counted_once(tmp_path: Path, fake: FakeClock) -> None:
@@ -624,20 +635,29 @@ def test_s3_route_and_missing_object(tmp_path: Path, fake: FakeClock) -> None:
             }
 
     store = FakeStore()
-    results = collect(
-        rt,
-        [published("node-1"), published("node-2")],
-        ["node-1", "node-2"],
-        None,
-        timed_out=False,
+    transport = BacalhauTransport(
+        client=None,  # type: ignore[arg-type]
+        settings=rt.settings,
+        inventory_compute=rt.inventory.compute,
+        env=rt.env,
         store_factory=lambda settings, environ: store,  # type: ignore[arg-type,return-value]
     )
+    replies = collect(
+        [published("node-1"), published("node-2")],
+        ["node-1", "node-2"],
+        scope_names=None,
+        inventory={"node-1", "node-2"},
+        include_unknown=False,
+        timed_out=False,
+        fetch=transport.fetch_published,
+    )
+    assert not isinstance(replies[0].output, bytes)  # the big output waits on disk
+    results = settle(Collected(tuple(replies))).nodes
     assert [item[1:] for item in store.asked] == [
         ("results", "fleetkit/j-1/node-1/e-node-1/stdout"),
         ("results", "fleetkit/j-1/node-2/e-node-2/stdout"),
     ]
     by_id = {r.node_id: r for r in results}
     assert len(by_id["node-1"].rows()) == 40
-    assert by_id["node-1"].stdout is None  # the big output waits on disk, not in memory
     assert by_id["node-2"].status is NodeStatus.FAILED
     assert "not found" in (by_id["node-2"].error or "")

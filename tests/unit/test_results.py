@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import tempfile
 
 import pytest
 
-from fleetkit.ask.results import (
-    NodeResult,
-    NodeStatus,
-    OutputError,
-    iter_osqueryi_rows,
-    node_result,
-    parse_osqueryi_json,
-    tag_row,
-)
+from fleetkit.ask.answer import NodeResult, NodeStatus
+from fleetkit.ask.osqueryi import OutputError, parse_osqueryi_json
+from fleetkit.ask.rows import tag_row
+from fleetkit.ask.transport import Output, osqueryi_reply
+from fleetkit.ask.validate import settle_node
 
 BANNER = b"Connected to extension socket /var/osquery/osquery.em for debugging\n"
 
@@ -28,6 +26,19 @@ def osqueryi(rows: list[dict[str, str]], *, banner: bool = True) -> bytes:
     ]
     body = "[\n" + ",\n".join(lines) + "\n]\n"
     return (BANNER if banner else b"") + body.encode()
+
+
+def node_result(
+    node_id: str,
+    hostname: str,
+    *,
+    exit_code: int | None,
+    stdout: Output | None,
+    stderr: bytes | str | None,
+) -> NodeResult:
+    """One finished osqueryi run, validated as the engine does."""
+    reply = osqueryi_reply(node_id, hostname, exit_code=exit_code, stdout=stdout, stderr=stderr)
+    return settle_node(reply)
 
 
 def test_banner_is_skipped() -> None:
@@ -105,12 +116,19 @@ def test_connect_failure_shows_osquery_message() -> None:
     assert "Extension call failed" in (failed.error or "")
 
 
-def test_ok_node_with_garbage_becomes_failed_when_read() -> None:
-    node = node_result("n", "n", exit_code=0, stdout=b"oops", stderr=b"")
-    assert node.ok
-    assert node.checked_rows() == []
+def test_ok_exit_with_garbage_is_failed_before_anyone_reads_it() -> None:
+    reply = osqueryi_reply("n", "n", exit_code=0, stdout=b"oops", stderr=b"")
+    assert reply.status is NodeStatus.OK  # osqueryi said 0 ...
+    node = settle_node(reply)
+    assert node.rows() == []  # ... but the validated answer never holds its garbage
     assert node.status is NodeStatus.FAILED
     assert (node.error or "").startswith("unparseable output")
+
+
+def test_a_node_result_is_immutable() -> None:
+    node = node_result("n", "n", exit_code=0, stdout=osqueryi([{"a": "1"}]), stderr=b"")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        node.status = NodeStatus.FAILED  # type: ignore[misc]
 
 
 def test_describe_names_node_status_and_error() -> None:
@@ -126,23 +144,49 @@ def test_tag_row_rule() -> None:
     assert next(iter(tagged)) == "nodeID"
 
 
-def test_streaming_reader_matches_whole_parse() -> None:
+def spooled(data: bytes) -> io.BufferedRandom:
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the reply
+    handle.write(data)
+    handle.seek(0)
+    return handle
+
+
+def test_spooled_output_gives_the_same_rows_and_lines() -> None:
     rows = [{"a": str(i), "b": 'é"\n'} for i in range(100)]
     out = osqueryi(rows)
-    assert list(iter_osqueryi_rows(io.BytesIO(out))) == rows
-    assert list(iter_osqueryi_rows(out)) == rows
-    assert list(iter_osqueryi_rows(io.BytesIO(BANNER + b"[\n\n]\n"))) == []
+    from_file = node_result("n", "n", exit_code=0, stdout=spooled(out), stderr=b"")
+    in_memory = node_result("n", "n", exit_code=0, stdout=out, stderr=b"")
+    assert from_file.rows() == in_memory.rows() == rows
+    assert from_file.row_lines() == in_memory.row_lines()
+    assert [json.loads(line) for line in in_memory.row_lines().splitlines()] == rows
+    assert from_file.row_count == 100
+    empty = node_result("n", "n", exit_code=0, stdout=spooled(BANNER + b"[\n\n]\n"), stderr=b"")
+    assert (empty.status, empty.rows()) == (NodeStatus.OK, [])
 
 
-def test_streaming_reader_detects_truncation() -> None:
+def test_truncated_output_fails_the_node() -> None:
     out = osqueryi([{"a": str(i)} for i in range(10)])
     cut = out[: out.rindex(b"]")]
-    with pytest.raises(OutputError, match="truncated"):
-        list(iter_osqueryi_rows(io.BytesIO(cut)))
+    node = node_result("n", "n", exit_code=0, stdout=spooled(cut), stderr=b"")
+    assert node.status is NodeStatus.FAILED
+    assert "invalid JSON" in (node.error or "")
+    assert node.rows() == []
 
 
-def test_streaming_reader_handles_other_framing() -> None:
-    assert list(iter_osqueryi_rows(io.BytesIO(b'[{"a":"1"},{"a":"2"}]'))) == [
-        {"a": "1"},
-        {"a": "2"},
-    ]
+def test_other_framing_is_read_too() -> None:
+    node = node_result("n", "n", exit_code=0, stdout=b'[{"a":"1"},{"a":"2"}]', stderr=b"")
+    assert node.rows() == [{"a": "1"}, {"a": "2"}]
+    assert node.row_lines() == b'{"a":"1"}\n{"a":"2"}\n'
+
+
+def test_a_spooled_output_that_is_not_ascii_is_checked_all_the_same() -> None:
+    """ASCII outputs in files are checked in place (mapped); others take the general path."""
+    for rows in ([{"a": "plain"}], [{"a": "Zoë 日本"}]):
+        node = node_result("n", "n", exit_code=0, stdout=spooled(osqueryi(rows)), stderr=b"")
+        assert (node.status, node.rows(), node.data.framed) == (NodeStatus.OK, rows, True)
+    bad = spooled(osqueryi([{"a": "x"}]).replace(b'"x"', b'"\xff"'))
+    node = node_result("n", "n", exit_code=0, stdout=bad, stderr=b"")
+    assert node.status is NodeStatus.FAILED and "UTF-8" in (node.error or "")
+    raw_control = spooled(osqueryi([{"a": "x"}]).replace(b'"x"', b'"\x01"'))
+    node = node_result("n", "n", exit_code=0, stdout=raw_control, stderr=b"")
+    assert node.status is NodeStatus.FAILED

@@ -1,0 +1,384 @@
+"""The Bacalhau transport: one ``ops`` job, polled, each expected node matched with its execution.
+
+- The expected node set is computed from the orchestrator's node list *before*
+  submitting, because an ops job silently skips nodes that lack a capability:
+  those are named MISSING with the reason instead of being waited for.
+- Cluster nodes that are not inventory hosts (a stranger holding the token)
+  are never merged silently: excluded by default (named, and the job is pinned
+  to the inventory nodes when their ``name`` labels allow it), included and
+  marked on request (``Scope.include_unknown_nodes``).
+- Output comes from ``RunOutput`` when it is complete, else from the object
+  the S3 publisher wrote (spooled to an anonymous temporary file).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING
+
+from fleetkit.ask.answer import NodeStatus
+from fleetkit.ask.poll import JobWaiter
+from fleetkit.ask.scope import Question, Scope
+from fleetkit.ask.transport import Collected, NodeReply, by_node_id, osqueryi_reply
+from fleetkit.clients.bacalhau import (
+    BacalhauClient,
+    ComputeState,
+    Execution,
+    NodeState,
+    build_osquery_job,
+    stdout_key,
+)
+from fleetkit.foundation.environment import Environment
+from fleetkit.foundation.inventory import Host
+from fleetkit.foundation.selectors import Selector
+from fleetkit.foundation.settings import S3Settings, Settings
+from fleetkit.foundation.status import ConfigError, FleetkitError
+from fleetkit.runtime import Runtime
+
+if TYPE_CHECKING:
+    from fleetkit.clients.s3 import ResultStore
+
+#: Seconds the orchestrator may take beyond the execution timeout before the
+#: job as a whole is failed (queueing, publishing).
+TOTAL_TIMEOUT_MARGIN = 10
+#: Label Bacalhau (v1.8+) sets to the node's name; used to pin a job to nodes.
+NAME_LABEL = "name"
+
+ClientFactory = Callable[[Runtime], BacalhauClient]
+#: Builds the S3 result reader (imported lazily: boto3 is slow to import and
+#: only the S3 route needs it).
+StoreFactory = Callable[[S3Settings, Mapping[str, str]], "ResultStore"]
+
+
+@dataclass
+class ExpectedNodes:
+    """Who the job is for, who matched but cannot run it (and why), and the strangers."""
+
+    ids: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+    #: Matching cluster nodes that are not inventory hosts (left out of ``ids``).
+    strangers: list[str] = field(default_factory=list)
+    #: Whether every expected node carries the ``name`` label (to pin the job).
+    pinnable: bool = True
+
+
+def expected_nodes(
+    nodes: Sequence[NodeState],
+    selector: Selector,
+    wanted: Collection[Host] | None,
+    *,
+    publisher: str | None,
+    inventory_compute: Sequence[Host] = (),
+    include_unknown: bool = True,
+) -> ExpectedNodes:
+    """The expected set: compute, CONNECTED, APPROVED, matching, advertising the needs.
+
+    Nodes that match but cannot run the job (disconnected, pending approval,
+    lacking docker / local storage / the publisher) are named as missing with
+    the reason, because the orchestrator skips them without a word. Inventory
+    compute hosts the orchestrator does not know are missing too. Without
+    ``include_unknown``, matching nodes outside ``inventory_compute`` are
+    strangers, not expected.
+    """
+    names = {h.name for h in wanted} if wanted is not None else None
+    inventory = {h.name for h in inventory_compute}
+    result = ExpectedNodes()
+    known: set[str] = set()
+    for node in sorted(nodes, key=lambda n: n.node_id):
+        if not node.is_compute:
+            continue
+        known.add(node.node_id)
+        if names is not None and node.node_id not in names:
+            continue
+        if not selector.matches(node.labels):
+            continue
+        if names is None and not include_unknown and node.node_id not in inventory:
+            result.strangers.append(node.node_id)
+            continue
+        reason = unschedulable_reason(node, publisher)
+        if reason:
+            result.missing[node.node_id] = reason
+            continue
+        result.ids.append(node.node_id)
+        if node.labels.get(NAME_LABEL) != node.node_id:
+            result.pinnable = False
+    candidates = wanted if wanted is not None else list(inventory_compute)
+    for host in candidates:
+        if host.name not in known and selector.matches(host.labels):
+            result.missing[host.name] = "not known to the orchestrator (never joined the cluster)"
+    return result
+
+
+def unschedulable_reason(node: NodeState, publisher: str | None) -> str:
+    if not node.is_approved:
+        return f"not approved at the orchestrator (membership {node.membership or 'unknown'})"
+    if not node.is_connected:
+        since = f" since {node.disconnected_since}" if node.disconnected_since else ""
+        return f"{(node.connection or 'not connected').lower()}{since}"
+    lacking = node.advertises(engine="docker", storage="local", publisher=publisher)
+    if lacking:
+        return (
+            "cannot run the query job: does not advertise "
+            + ", ".join(lacking)
+            + (
+                " (is the osquery socket directory in Compute.AllowListedLocalPaths?)"
+                if any(item.startswith("storage") for item in lacking)
+                else ""
+            )
+        )
+    return ""
+
+
+@dataclass
+class BacalhauTransport:
+    """Asks through the orchestrator's REST API (client injected by tests)."""
+
+    client: BacalhauClient
+    settings: Settings
+    #: Inventory compute hosts; () when there is no inventory (then every node is a stranger).
+    inventory_compute: Sequence[Host]
+    env: Environment
+    store_factory: StoreFactory | None = None
+
+    @classmethod
+    def from_runtime(
+        cls, rt: Runtime, client_factory: ClientFactory | None = None
+    ) -> BacalhauTransport:
+        factory = client_factory or BacalhauClient.from_runtime
+        return cls(factory(rt), rt.settings, _inventory_compute(rt), rt.env)
+
+    def ask(self, question: Question, scope: Scope) -> Collected:
+        settings = self.settings
+        s3 = settings.query.s3 if settings.query.publisher == "s3" else None
+        expected = expected_nodes(
+            self.client.nodes(),
+            scope.selector,
+            scope.hosts,
+            publisher="s3" if s3 is not None else None,
+            inventory_compute=self.inventory_compute,
+            include_unknown=scope.include_unknown_nodes,
+        )
+        inventory = {h.name for h in self.inventory_compute} | (scope.host_names or set())
+        early = [
+            NodeReply(n, n, NodeStatus.MISSING, error=why, in_inventory=n in inventory)
+            for n, why in expected.missing.items()
+        ] + [NodeReply(n, n, NodeStatus.MISSING, in_inventory=False) for n in expected.strangers]
+        if not expected.ids:
+            return Collected(replies=by_node_id(early))
+        constraints = scope.selector.constraints()
+        if (scope.hosts is not None or expected.strangers) and expected.pinnable:
+            constraints.append({"Key": NAME_LABEL, "Operator": "in", "Values": list(expected.ids)})
+        seconds = max(1, math.ceil(scope.timeout))
+        job = build_osquery_job(
+            question.argv,
+            image=settings.query.image,
+            socket_dir=settings.osquery.socket_dir,
+            socket_path=settings.osquery.extensions_socket,
+            constraints=constraints,
+            execution_timeout=seconds,
+            total_timeout=seconds + TOTAL_TIMEOUT_MARGIN,
+            s3=s3,
+        )
+        job_id = self.client.submit_job(job).job_id
+        waited = JobWaiter(self.client, job_id, expected.ids, env=self.env).wait(scope.timeout)
+        replies = collect(
+            waited.executions,
+            expected.ids,
+            scope_names=scope.host_names,
+            inventory=inventory,
+            include_unknown=scope.include_unknown_nodes,
+            timed_out=waited.timed_out,
+            job_message=waited.job_message,
+            fetch=self.fetch_published,
+        )
+        # A node listed as unable to run may have run it after all (it reconnected
+        # in between): its real result wins over the guess.
+        answered = {r.node_id for r in replies}
+        early = [r for r in early if r.node_id not in answered]
+        return Collected(by_node_id(replies + early), job_id, tuple(expected.ids))
+
+    def fetch_published(
+        self, items: list[tuple[str, str, str]]
+    ) -> dict[str, IO[bytes] | FleetkitError]:
+        """``{node_id: spooled stdout or error}`` for ``(node_id, bucket, key)`` items."""
+        s3 = self.settings.query.s3
+        if s3 is None:  # the job published to S3 but the settings no longer say where
+            return {
+                node_id: FleetkitError(f"result is in s3://{bucket}/{key} but query.s3 is not set")
+                for node_id, bucket, key in items
+            }
+        store = (self.store_factory or _default_store)(s3, self.env.environ)
+        # Spooled to anonymous temporary files: however many nodes published
+        # large results, memory holds one node's output at a time.
+        return store.spool_many(items, s3.parallelism)
+
+
+Fetcher = Callable[[list[tuple[str, str, str]]], Mapping[str, "IO[bytes] | FleetkitError"]]
+
+
+def collect(
+    executions: Sequence[Execution],
+    expected: Sequence[str],
+    *,
+    scope_names: Collection[str] | None,
+    inventory: Collection[str],
+    include_unknown: bool,
+    timed_out: bool,
+    job_message: str = "",
+    fetch: Fetcher,
+) -> list[NodeReply]:
+    """One reply per expected node, and per other node that ran the job anyway.
+
+    A node that joined between listing and scheduling ran the query: an
+    inventory host's rows are kept; a stranger's are not even fetched unless
+    ``include_unknown``. With ``--hosts`` only the named hosts count.
+    """
+    by_node = latest_per_node(executions)
+    node_ids = list(expected) + sorted(
+        n for n in by_node if n not in expected and (scope_names is None or n in scope_names)
+    )
+    replies: dict[str, NodeReply] = {}
+    needs_s3: list[tuple[str, str, str]] = []
+    for node_id in node_ids:
+        known = node_id in inventory
+        execution = by_node.get(node_id)
+        if not known and not include_unknown:
+            replies[node_id] = NodeReply(node_id, node_id, NodeStatus.MISSING, in_inventory=False)
+        elif execution is None:
+            reason = "no execution: the orchestrator did not run the job on this node"
+            if job_message:
+                reason += f" (job: {job_message})"
+            replies[node_id] = NodeReply(
+                node_id, node_id, NodeStatus.MISSING, error=reason, in_inventory=known
+            )
+        else:
+            reply, location = execution_reply(execution, timed_out=timed_out, in_inventory=known)
+            replies[node_id] = reply
+            if location is not None:
+                needs_s3.append((node_id, *location))
+    if needs_s3:
+        fetched = fetch(needs_s3)
+        for node_id, _bucket, _key in needs_s3:
+            replies[node_id] = _published(replies[node_id], fetched.get(node_id))
+    return [replies[n] for n in node_ids]
+
+
+def _published(reply: NodeReply, value: IO[bytes] | FleetkitError | None) -> NodeReply:
+    """The reply with its whole stdout from S3; a missing object fails that node."""
+    if value is not None and not isinstance(value, FleetkitError):
+        return NodeReply(
+            reply.node_id,
+            reply.hostname,
+            reply.status,
+            output=value,
+            exit_code=reply.exit_code,
+            in_inventory=reply.in_inventory,
+        )
+    error = str(value) if value is not None else "result object not fetched"
+    return _failed(reply, error)
+
+
+def _failed(reply: NodeReply, error: str) -> NodeReply:
+    return NodeReply(
+        reply.node_id,
+        reply.hostname,
+        NodeStatus.FAILED,
+        error=error,
+        exit_code=reply.exit_code,
+        in_inventory=reply.in_inventory,
+    )
+
+
+def execution_reply(
+    execution: Execution, *, timed_out: bool, in_inventory: bool = True
+) -> tuple[NodeReply, tuple[str, str] | None]:
+    """The node's reply from its execution; plus (bucket, key) when stdout must come from S3."""
+    node_id = execution.node_id
+    state = execution.compute_state
+    detail = execution.message or execution.error_msg
+
+    def reply(status: NodeStatus, error: str, exit_code: int | None = None) -> NodeReply:
+        return NodeReply(node_id, node_id, status, None, error, exit_code, in_inventory)
+
+    if not execution.is_terminal:
+        when = "the deadline passed" if timed_out else "the job ended"
+        status = NodeStatus.TIMED_OUT if timed_out else NodeStatus.FAILED
+        return reply(status, f"still {_state_name(state)} when {when}"), None
+    if state in (ComputeState.ASK_FOR_BID_REJECTED, ComputeState.BID_REJECTED):
+        return reply(
+            NodeStatus.MISSING, f"refused the job: {detail}" if detail else "refused the job"
+        ), None
+    if state == ComputeState.CANCELLED or (state == ComputeState.FAILED and _is_timeout(detail)):
+        status = NodeStatus.TIMED_OUT if timed_out or _is_timeout(detail) else NodeStatus.FAILED
+        return reply(status, detail or "execution cancelled"), None
+    if state == ComputeState.FAILED:
+        message = detail or execution.stderr.strip() or "execution failed"
+        return reply(NodeStatus.FAILED, message, execution.exit_code), None
+    stdout = execution.stdout.encode("utf-8") if execution.stdout is not None else None
+    result = osqueryi_reply(
+        node_id,
+        node_id,
+        exit_code=execution.exit_code,
+        stdout=stdout,
+        stderr=execution.stderr,
+        in_inventory=in_inventory,
+    )
+    complete_in_run_output = execution.stdout is not None and not execution.stdout_truncated
+    if result.status is not NodeStatus.OK or complete_in_run_output:
+        return result, None
+    location = stdout_key(execution.published_result) if execution.published_result else None
+    if location is None:
+        return _failed(
+            result,
+            "output over 2048 bytes was truncated in RunOutput and no S3 result was "
+            "published (set query.publisher: s3 in the settings)"
+            if execution.stdout_truncated
+            else "the execution reported no output and published no result",
+        ), None
+    return result, location
+
+
+def latest_per_node(executions: Sequence[Execution]) -> dict[str, Execution]:
+    """One execution per node: a completed one wins, then any terminal one, then the rest."""
+
+    def rank(e: Execution) -> tuple[int, int]:
+        modified = e.raw.get("ModifyTime")
+        return (
+            2 if e.completed else 1 if e.is_terminal else 0,
+            modified if isinstance(modified, int) else 0,
+        )
+
+    chosen: dict[str, Execution] = {}
+    for execution in executions:
+        current = chosen.get(execution.node_id)
+        if current is None or rank(execution) > rank(current):
+            chosen[execution.node_id] = execution
+    return chosen
+
+
+def _inventory_compute(rt: Runtime) -> Sequence[Host]:
+    """Inventory compute hosts; () without an inventory (every node is then a stranger)."""
+    try:
+        return rt.inventory.compute
+    except ConfigError:
+        return ()
+
+
+def _default_store(s3: S3Settings, environ: Mapping[str, str]) -> ResultStore:
+    from fleetkit.clients.s3 import ResultStore
+
+    return ResultStore.from_settings(s3, environ)
+
+
+def _is_timeout(message: str) -> bool:
+    text = message.lower()
+    return "timeout" in text or "timed out" in text or "deadline" in text
+
+
+def _state_name(state: int) -> str:
+    try:
+        return ComputeState(state).name.lower().replace("_", " ")
+    except ValueError:
+        return f"state {state}"
