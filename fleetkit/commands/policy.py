@@ -21,13 +21,13 @@ inventory get no verdict: they are named on stderr.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fleetkit.ask.answer import FleetAnswer
 from fleetkit.ask.engine import Asker, Engine
+from fleetkit.ask.packs import default_pack_files, load_packs
 from fleetkit.ask.scope import Question, Scope, parse_scope
 from fleetkit.ask.verdicts import (
     HostVerdict,
@@ -35,189 +35,11 @@ from fleetkit.ask.verdicts import (
     evaluate_policy,
     exit_status_for_verdicts,
 )
-from fleetkit.foundation.inventory import NAME_RE
 from fleetkit.foundation.output import CLOSED_EARLY, check_format, deliver, render_records
-from fleetkit.foundation.sqlguard import refuse_denied_tables
-from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
+from fleetkit.foundation.status import ExitStatus
 from fleetkit.foundation.table import make_table
 from fleetkit.foundation.terminal import terminal_safe
-from fleetkit.foundation.yamlfile import expect_mapping, load_yaml, reject_unknown_keys
 from fleetkit.runtime import Runtime
-
-# =========================================================================== packs
-# The pack model and loader (Pack, Policy, load_packs, validation, SHIPPED_PACKS_DIR).
-# Moving to fleetkit/ask/packs.py (H8): kept here unchanged, in one block, so the
-# imports can be swapped at merge.
-
-PACK_KEYS = {"pack", "description", "platform", "policies"}
-POLICY_KEYS = {
-    "name",
-    "description",
-    "severity",
-    "meaning",
-    "query",
-    "details",
-    "unknown_if_rows",
-    "resolution",
-}
-SEVERITIES = ("low", "medium", "high", "critical")
-MEANINGS = ("pass_if_rows", "fail_if_rows")
-#: The packs shipped with fleetkit (package data); ``packs/`` beside fleetkit.yaml wins.
-SHIPPED_PACKS_DIR = Path(__file__).resolve().parent.parent / "packs"
-
-
-@dataclass(frozen=True)
-class Policy:
-    pack: str
-    name: str
-    description: str
-    severity: str
-    meaning: str
-    query: str
-    details: str
-    resolution: str
-    unknown_if_rows: str | None = None
-    source: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.pack}/{self.name}"
-
-    def complies(self, rows: Sequence[dict[str, str]]) -> bool:
-        """What the main query's rows say (before UNKNOWN is considered)."""
-        return bool(rows) if self.meaning == "pass_if_rows" else not rows
-
-
-@dataclass(frozen=True)
-class Pack:
-    name: str
-    description: str
-    policies: tuple[Policy, ...]
-    source: str
-
-
-def default_pack_files(settings_base_dir: str) -> list[Path]:
-    """``packs/*.yaml`` beside fleetkit.yaml when that directory exists, else the shipped packs."""
-    for directory in (Path(settings_base_dir) / "packs", SHIPPED_PACKS_DIR):
-        if directory.is_dir():
-            files = sorted(
-                p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
-            )
-            if files:
-                return files
-    raise ConfigError("no policy packs found (packs/*.yaml); pass --pack FILE", key="--pack")
-
-
-def load_packs(files: Iterable[Path], denied_tables: Iterable[str]) -> list[Pack]:
-    """Read and validate every pack; a policy key (pack/name) must be unique."""
-    denied = tuple(denied_tables)
-    packs: list[Pack] = []
-    seen: dict[str, str] = {}
-    for path in files:
-        pack = load_pack(path, denied)
-        for policy in pack.policies:
-            if policy.key in seen:
-                raise ConfigError(
-                    f"policy {policy.key!r} is also defined in {seen[policy.key]}",
-                    file=pack.source,
-                    key="policies",
-                )
-            seen[policy.key] = pack.source
-        packs.append(pack)
-    return packs
-
-
-def load_pack(path: Path, denied_tables: Iterable[str] = ()) -> Pack:
-    file = str(path)
-    data = expect_mapping(load_yaml(path), file=file, key="(top level)")
-    reject_unknown_keys(data, PACK_KEYS, file=file, key="")
-    name = _text(data, "pack", file=file, key="pack")
-    if not NAME_RE.match(name):
-        raise ConfigError(f"invalid pack name {name!r}", file=file, key="pack")
-    raw_policies = data.get("policies")
-    if not isinstance(raw_policies, list) or not raw_policies:
-        raise ConfigError("expected a non-empty list of policies", file=file, key="policies")
-    policies: list[Policy] = []
-    names: set[str] = set()
-    for index, raw in enumerate(raw_policies):
-        policy = _read_policy(raw, pack=name, file=file, where=f"policies[{index}]")
-        if policy.name in names:
-            raise ConfigError(
-                f"duplicate policy name {policy.name!r}", file=file, key=f"policies[{index}].name"
-            )
-        names.add(policy.name)
-        _refuse_denied(policy, tuple(denied_tables), file=file, where=f"policies[{index}]")
-        policies.append(policy)
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise ConfigError("expected a string", file=file, key="description")
-    return Pack(name=name, description=description, policies=tuple(policies), source=file)
-
-
-def _read_policy(raw: Any, *, pack: str, file: str, where: str) -> Policy:
-    entry = expect_mapping(raw, file=file, key=where)
-    if not entry:
-        raise ConfigError("empty policy", file=file, key=where)
-    reject_unknown_keys(entry, POLICY_KEYS, file=file, key=where)
-    name = _text(entry, "name", file=file, key=f"{where}.name")
-    if not NAME_RE.match(name):
-        raise ConfigError(f"invalid policy name {name!r}", file=file, key=f"{where}.name")
-    severity = _text(entry, "severity", file=file, key=f"{where}.severity")
-    if severity not in SEVERITIES:
-        raise ConfigError(
-            f"must be one of {', '.join(SEVERITIES)}, got {severity!r}",
-            file=file,
-            key=f"{where}.severity",
-        )
-    meaning = _text(entry, "meaning", file=file, key=f"{where}.meaning")
-    if meaning not in MEANINGS:
-        raise ConfigError(
-            f"must be one of {', '.join(MEANINGS)}, got {meaning!r}",
-            file=file,
-            key=f"{where}.meaning",
-        )
-    unknown = entry.get("unknown_if_rows")
-    return Policy(
-        pack=pack,
-        name=name,
-        description=_text(entry, "description", file=file, key=f"{where}.description"),
-        severity=severity,
-        meaning=meaning,
-        query=_text(entry, "query", file=file, key=f"{where}.query").strip(),
-        details=_text(entry, "details", file=file, key=f"{where}.details").strip(),
-        resolution=_text(entry, "resolution", file=file, key=f"{where}.resolution"),
-        unknown_if_rows=(
-            None
-            if unknown is None
-            else _text(entry, "unknown_if_rows", file=file, key=f"{where}.unknown_if_rows").strip()
-        ),
-        source=file,
-    )
-
-
-def _text(data: dict[str, Any], name: str, *, file: str, key: str) -> str:
-    value = data.get(name)
-    if value is None:
-        raise ConfigError("required", file=file, key=key)
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"expected a non-empty string, got {value!r}", file=file, key=key)
-    return value
-
-
-def _refuse_denied(policy: Policy, denied: tuple[str, ...], *, file: str, where: str) -> None:
-    """A pack that reads a denied table is refused when loaded, before anything is sent."""
-    for field_name in ("query", "details", "unknown_if_rows"):
-        sql = getattr(policy, field_name)
-        if sql is None:
-            continue
-        try:
-            refuse_denied_tables(sql, denied)
-        except UsageError as exc:
-            raise ConfigError(exc.detail, file=file, key=f"{where}.{field_name}") from None
-
-
-# =========================================================================== end of packs
-
 
 # --------------------------------------------------------------------------- output
 
