@@ -132,6 +132,10 @@ class LabHost:
     netns_cidr: str | None = None
     unshare_pid: int | None = None
     init_pid: int | None = None
+    #: The machine's own hostname (``uname -n`` inside the host); "" = its inventory name.
+    machine_name: str = ""
+    #: Where the lab's latency proxy listens for this host's SSH (same address), or None.
+    proxy_port: int | None = None
     #: True: the host outlives the process that started it (``invoke lab.up``);
     #: False: it dies with that process's thread, even on SIGKILL (test fixtures).
     detach: bool = True
@@ -150,6 +154,8 @@ class LabHost:
             "netns_cidr": self.netns_cidr,
             "unshare_pid": self.unshare_pid,
             "init_pid": self.init_pid,
+            "machine_name": self.machine_name,
+            "proxy_port": self.proxy_port,
         }
 
     @classmethod
@@ -164,11 +170,24 @@ class LabHost:
             netns_cidr=data.get("netns_cidr"),
             unshare_pid=data.get("unshare_pid"),
             init_pid=data.get("init_pid"),
+            machine_name=data.get("machine_name", ""),
+            proxy_port=data.get("proxy_port"),
         )
 
     @property
+    def hostname(self) -> str:
+        """The machine hostname (what ``hostname`` prints on it), not the inventory name."""
+        return self.machine_name or self.name
+
+    @property
+    def client_port(self) -> int:
+        """The port SSH clients use: the latency proxy's when there is one, else sshd's."""
+        return self.proxy_port or self.ssh_port
+
+    @property
     def known_hosts_line(self) -> str:
-        name = self.address if self.ssh_port == 22 else f"[{self.address}]:{self.ssh_port}"
+        port = self.client_port
+        name = self.address if port == 22 else f"[{self.address}]:{port}"
         return f"{name} {self.host_key}"
 
     # -- building the host's files ----------------------------------------------------------
@@ -205,7 +224,7 @@ class LabHost:
         _write(self.upper("/etc/ssh/ssh_host_ed25519_key.pub"), key.public_line + "\n", 0o644)
         _write(self.upper("/etc/ssh/sshd_config"), self.sshd_config(), 0o644)
         _write(self.directory / "lab-init.py", _INIT, 0o644)
-        _write(self.upper("/etc/hostname"), self.name + "\n", 0o644)
+        _write(self.upper("/etc/hostname"), self.hostname + "\n", 0o644)
         _write(self.upper("/etc/hosts"), self.etc_hosts(), 0o644)
         ssh_dir = root / ".ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
@@ -230,6 +249,9 @@ class LabHost:
                 "StrictModes yes",
                 "UseDNS no",
                 "PrintMotd no",
+                # VERBOSE logs one "Starting session: command ..." line per exec channel:
+                # what lab.counters counts (LogLevel INFO logs logins only).
+                "LogLevel VERBOSE",
                 # fleetkit opens many sessions at once during fan-out and tests.
                 "MaxStartups 200:30:400",
                 "MaxSessions 100",
@@ -246,14 +268,14 @@ class LabHost:
             base = "127.0.0.1\tlocalhost\n"
         if base and not base.endswith("\n"):
             base += "\n"
-        return base + f"{self.address}\t{self.name}\n"
+        return base + f"{self.address}\t{self.hostname}\n"
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def boot_script(self) -> str:
         """The shell that becomes PID 1: mounts, hostname, network, then the init."""
         ov = shlex.quote(str(self.overlay_dir))
-        lines = ["set -e", f"hostname {shlex.quote(self.name)}"]
+        lines = ["set -e", f"hostname {shlex.quote(self.hostname)}"]
         for top in OVERLAID:
             lines.append(
                 f"mount -t overlay fk-lab -o lowerdir=/{top},upperdir={ov}/{top}.up,"
@@ -502,6 +524,11 @@ class LabHost:
             if time.monotonic() > deadline:
                 raise LabError(f"{self.name}: sshd still accepting after stop")
             time.sleep(0.02)
+
+    @property
+    def sshd_log(self) -> Path:
+        """The host's sshd log as seen from the machine running the lab (overlay upper dir)."""
+        return self.upper("/var/log/sshd.log")
 
     def start_sshd(self, timeout: float = 10) -> None:
         """Start sshd again (it daemonizes; the host's init adopts and reaps it)."""
