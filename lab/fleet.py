@@ -466,6 +466,11 @@ class Lab(LabSetup):
         self.host(name)
         self._require_proxy().freeze(ssh_route(name))
 
+    def cut(self, name: str) -> int:
+        """Reset every open SSH connection to host ``name`` (a crash); how many there were."""
+        self.host(name)
+        return self._require_proxy().cut(ssh_route(name))
+
     def thaw(self, name: str) -> None:
         """Host ``name`` answers again; what was held is delivered."""
         self._require_proxy().thaw(ssh_route(name))

@@ -27,7 +27,8 @@ the figure is an upper bound for bulk transfers.
 Fault injection: ``freeze(route)`` stops forwarding in both directions
 without closing anything (new connections are accepted and held); ``thaw``
 resumes, delivering what was held. That is what a host that stops answering
-looks like: its TCP peers see silence, not a reset.
+looks like: its TCP peers see silence, not a reset. ``cut(route)`` is the
+other fault: every open connection is reset at once (a crash or reboot).
 
 Control: a Unix socket speaking JSON lines (``{"op": "stats"}`` ->
 ``{"ok": true, ...}``). :class:`LatencyProxy` is the client the lab uses;
@@ -163,6 +164,10 @@ class LatencyProxy:
 
     def freeze(self, name: str) -> None:
         self.call("freeze", name=name)
+
+    def cut(self, name: str) -> int:
+        """Reset every open connection of route ``name``; how many there were."""
+        return int(self.call("cut", name=name)["cut"])
 
     def thaw(self, name: str) -> None:
         self.call("thaw", name=name)

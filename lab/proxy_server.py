@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -200,6 +201,19 @@ class Pipe:
             if transport is not None and not transport.is_closing():
                 transport.pause_reading()
 
+    def cut(self) -> None:
+        """Reset both sides at once (RST), dropping whatever was held or queued."""
+        for transport in (self.client, self.upstream):
+            if transport is not None:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:  # linger 0: close() sends RST, not FIN
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                transport.abort()
+        self.close()
+
     def thaw(self) -> None:
         for relay in (self.up, self.down):
             relay.source_paused = False
@@ -356,6 +370,14 @@ class Proxy:
         for pipe in route.pipes:
             pipe.freeze()
 
+    def cut(self, name: str) -> int:
+        """Reset every open connection of a route; returns how many there were."""
+        route = self.route(name)
+        pipes = list(route.pipes)
+        for pipe in pipes:
+            pipe.cut()
+        return len(pipes)
+
     def thaw(self, name: str) -> None:
         route = self.route(name)
         route.frozen = False
@@ -390,6 +412,8 @@ class Proxy:
         if op == "freeze":
             self.freeze(str(request["name"]))
             return {}
+        if op == "cut":
+            return {"cut": self.cut(str(request["name"]))}
         if op == "thaw":
             self.thaw(str(request["name"]))
             return {}

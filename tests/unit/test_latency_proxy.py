@@ -8,6 +8,7 @@ segment is delayed".
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import threading
@@ -44,7 +45,7 @@ class Echo:
 
     @staticmethod
     def _echo(conn: socket.socket) -> None:
-        with conn:
+        with conn, contextlib.suppress(ConnectionResetError):  # a cut connection ends here
             while data := conn.recv(1 << 16):
                 conn.sendall(data)
 
@@ -190,6 +191,19 @@ def test_freeze_holds_both_directions_without_closing(proxy: LatencyProxy, echo:
             assert receive(sock, 1) == expected  # held, not lost, not closed
         late.close()
     assert proxy.stats()[name]["connections"] == 2
+
+
+def test_cut_resets_every_open_connection(proxy: LatencyProxy, echo: Echo) -> None:
+    name, port = route(proxy, echo.port)
+    with connect(port) as sock:
+        sock.sendall(b"1")
+        assert receive(sock, 1) == b"1"
+        assert proxy.cut(name) == 1
+        with pytest.raises(ConnectionResetError):
+            sock.recv(1)
+    with connect(port) as again:  # the route itself stays: a rebooted host answers again
+        again.sendall(b"2")
+        assert receive(again, 1) == b"2"
 
 
 def test_a_dead_upstream_ends_the_client_connection(proxy: LatencyProxy) -> None:
