@@ -1,5 +1,8 @@
 """What latency multiplies, per host: SSH logins, exec channels, round trips; HTTP requests.
 
+Also what the lab costs the machine: :func:`lab_memory` (RSS and PSS of
+every host's processes).
+
 Take a :func:`snapshot` before and after a command; :func:`usage` is the
 difference, i.e. what that command cost on the wire. Two sources:
 
@@ -16,9 +19,12 @@ difference, i.e. what that command cost on the wire. Two sources:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -141,3 +147,80 @@ def describe(snap: Snapshot, names: Iterable[str]) -> str:
         f"{name} requests {u.requests} ({u.connections} conn)" for name, u in snap.http.items()
     ]
     return "per host: " + ", ".join(parts)
+
+
+# ---- what the lab costs this machine --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostMemory:
+    """Memory of one lab host's processes (its pid namespace, plus its ``unshare``)."""
+
+    processes: int = 0
+    rss: int = 0  # bytes; shared pages counted in every process
+    pss: int = 0  # bytes; shared pages divided among their users: sums to the real cost
+
+
+def host_pids(lab: Lab) -> dict[str, list[int]]:
+    """Per host: the pids of its processes (its pid namespace, plus its ``unshare``)."""
+    by_namespace: dict[str, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                by_namespace.setdefault(os.readlink(entry / "ns" / "pid"), []).append(
+                    int(entry.name)
+                )
+            except OSError:
+                continue
+    result: dict[str, list[int]] = {}
+    for host in lab.hosts:
+        pids: list[int] = [host.unshare_pid] if host.unshare_pid else []
+        with contextlib.suppress(OSError):
+            pids += by_namespace.get(os.readlink(f"/proc/{host.init_pid}/ns/pid"), [])
+        result[host.name] = pids
+    return result
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds the processes have used so far (gone ones count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def lab_memory(lab: Lab) -> dict[str, HostMemory]:
+    """Per host: its processes' RSS and PSS now (one pass over /proc for the whole lab)."""
+    result: dict[str, HostMemory] = {}
+    for name, pids in host_pids(lab).items():
+        rss = pss = 0
+        for pid in pids:
+            rss_kb, pss_kb = _rollup(pid)
+            rss, pss = rss + rss_kb * 1024, pss + pss_kb * 1024
+        result[name] = HostMemory(len(pids), rss, pss)
+    return result
+
+
+def process_memory(pid: int) -> HostMemory:
+    """One process (e.g. the latency proxy or the S3 server)."""
+    rss_kb, pss_kb = _rollup(pid)
+    return HostMemory(1, rss_kb * 1024, pss_kb * 1024)
+
+
+def _rollup(pid: int) -> tuple[int, int]:
+    """(Rss, Pss) in kB from /proc/PID/smaps_rollup; (0, 0) for a process that is gone."""
+    rss = pss = 0
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0, 0
+    for line in text.splitlines():
+        if line.startswith("Rss:"):
+            rss = int(line.split()[1])
+        elif line.startswith("Pss:"):
+            pss = int(line.split()[1])
+    return rss, pss
