@@ -10,12 +10,16 @@ trips per host, requests to the orchestrator's API.
 
 from __future__ import annotations
 
+import socket
 import statistics
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import paramiko
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -23,9 +27,10 @@ if str(REPO) not in sys.path:
 
 from lab.counters import Snapshot, snapshot, usage  # noqa: E402
 from lab.fleet import Lab  # noqa: E402
+from lab.hosts import LabHost  # noqa: E402
 from tests.e2e.conftest import run_cli, wait_connected  # noqa: E402
 
-__all__ = ["Lab", "Measured", "measure", "median", "wait_joined"]
+__all__ = ["Lab", "Measured", "load_average", "measure", "median", "ssh_floor", "wait_joined"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,48 @@ def measure(lab: Lab, *argv: str, ok: Iterable[int] = (0,)) -> Measured:
             f"`{command}` exited {result.exit_code} on {lab.workdir}:\n{result.output[-4000:]}"
         )
     return Measured(tuple(argv), elapsed, result.exit_code, usage(before, after))
+
+
+def ssh_floor(lab: Lab, parallelism: int = 32) -> Measured:
+    """The floor of any SSH fan-out here: plain Paramiko, connect + ``true`` on every compute host.
+
+    Same pool size as the lab's fleetkit settings, same keys and pinned host keys,
+    TCP_NODELAY; nothing of fleetkit. What a command costs above this is fleetkit's.
+    """
+    key = paramiko.Ed25519Key.from_private_key_file(str(lab.identity_file))
+
+    def touch(host: LabHost) -> None:
+        with paramiko.SSHClient() as client:
+            client.load_host_keys(str(lab.known_hosts_path))
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            client.connect(
+                host.address,
+                port=host.client_port,
+                username="root",
+                pkey=key,
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=60,
+                banner_timeout=60,
+            )
+            transport = client.get_transport()
+            assert transport is not None
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _, out, _ = client.exec_command("true")
+            if out.channel.recv_exit_status() != 0:
+                raise SystemExit(f"`true` failed on {host.name}")
+
+    before = snapshot(lab)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=parallelism) as pool:
+        list(pool.map(touch, lab.compute_hosts))
+    elapsed = time.perf_counter() - started
+    return Measured(("ssh-floor",), elapsed, 0, usage(before, snapshot(lab)))
+
+
+def load_average() -> str:
+    """The machine's 1-minute load average (other work on a shared machine shows here)."""
+    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def wait_joined(lab: Lab, timeout: float = 300.0) -> None:

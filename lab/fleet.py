@@ -205,10 +205,10 @@ class Lab(LabSetup):
                 self.network = netns_mod.LabNetwork(self.lab_id, subnet)
                 netns_mod.create_network(self.network)
             else:
-                self.api_port, self.nats_port = free_ports(2)
+                self.api_port, self.nats_port = self._free_ports(2)
             if self.use_s3:
                 host = self.network.gateway if self.network else "127.0.0.1"
-                self.s3 = S3Server(self.workdir / "s3", host=host, detach=self.detach).start()
+                self.s3 = self._new_s3_server(host).start()
                 self._proxy_s3()
             names = [("orch-1", CONTROL_PLANE)]
             names += [(f"node-{i}", COMPUTE) for i in range(1, self.compute + 1)]
@@ -274,7 +274,7 @@ class Lab(LabSetup):
         """
         if self.s3 is None:
             host = self.network.gateway if self.network else "127.0.0.1"
-            self.s3 = S3Server(self.workdir / "s3", host=host, detach=self.detach).start()
+            self.s3 = self._new_s3_server(host).start()
             self.use_s3 = True
             self._proxy_s3()
             self._save_state()
@@ -393,7 +393,7 @@ class Lab(LabSetup):
         if first + len(wanted) > 254:
             raise LabError("a lab holds at most 252 hosts")
         shared = self.network is None
-        ports = free_ports(3 * len(wanted)) if shared else []
+        ports = self._free_ports(3 * len(wanted)) if shared else []
         made: list[LabHost] = []
         for offset, (name, entry) in enumerate(wanted):
             index = first + offset
@@ -422,6 +422,22 @@ class Lab(LabSetup):
                 host.netns = self.network.hosts[host.name]
         return made
 
+    def _ports_in_use(self) -> set[int]:
+        """Every port this lab has handed out (some maybe not bound yet)."""
+        ports = {self.api_port, self.nats_port, self.api_proxy_port, self.s3_proxy_port}
+        ports.add(self.s3.port if self.s3 is not None else None)
+        for host in self.hosts:
+            ports |= {host.ssh_port, host.proxy_port, self.entries[host.name].bacalhau_api_port}
+        return {p for p in ports if p}
+
+    def _free_ports(self, count: int) -> list[int]:
+        """Ports free now and not already given to a daemon of this lab that has yet to bind."""
+        return free_ports(count, exclude=self._ports_in_use())
+
+    def _new_s3_server(self, host: str) -> S3Server:
+        port = self._free_ports(1)[0] if self.network is None else 0
+        return S3Server(self.workdir / "s3", host=host, port=port, detach=self.detach)
+
     def _machine_name(self, name: str, entry: HostEntry, address: str) -> str:
         """The host's machine hostname: asked for, cloud-style, or "" (= its name)."""
         if name in self.machine_names:
@@ -447,13 +463,13 @@ class Lab(LabSetup):
         if self.proxy is None:
             return
         address = self.control_plane.address
-        self.api_proxy_port = free_ports(1)[0]
+        self.api_proxy_port = self._free_ports(1)[0]
         self._route(API_ROUTE, (address, self.api_proxy_port), (address, self.api_port))
 
     def _proxy_s3(self) -> None:
         if self.proxy is None or self.s3 is None:
             return
-        self.s3_proxy_port = free_ports(1)[0]
+        self.s3_proxy_port = self._free_ports(1)[0]
         self._route(S3_ROUTE, (self.s3.host, self.s3_proxy_port), (self.s3.host, self.s3.port))
 
     def _require_proxy(self) -> LatencyProxy:

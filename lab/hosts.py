@@ -19,7 +19,6 @@ meant for test assertions and fault injection.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import random
 import shlex
@@ -27,7 +26,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from lab.processes import alive, die_with_parent
+
 SSHD = "/usr/sbin/sshd"
-_PR_SET_PDEATHSIG = 1
 OVERLAID = ("etc", "var", "opt", "usr", "srv", "home")
 #: What commands run through :meth:`LabHost.sh` see: a clean, predictable environment.
 HOST_ENV = {
@@ -560,32 +560,26 @@ def stop_hosts(hosts: Iterable[LabHost]) -> None:
         host.kill()
 
 
-def die_with_parent() -> None:
-    """In a child before exec: get SIGKILL when the parent (thread) dies.
-
-    ``unshare --kill-child`` then takes the whole host down, so a test session
-    killed outright leaves no lab behind (network namespaces excepted).
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
 #: Ports handed out by the lab: below the kernel's ephemeral range (32768-60999)
 #: so an outgoing connection can never take a port before its daemon binds it.
 _PORT_RANGE = (20000, 32000)
 
 
-def free_ports(count: int, address: str = "") -> list[int]:
+def free_ports(count: int, address: str = "", exclude: Collection[int] = ()) -> list[int]:
     """``count`` distinct TCP ports free right now (all held open until all are chosen).
 
     Random ports below the ephemeral range, each proven free by binding it.
+    ``exclude``: ports already handed out but maybe not bound yet (a lab's own).
     """
     sockets: list[socket.socket] = []
     try:
         while len(sockets) < count:
+            port = random.randint(*_PORT_RANGE)
+            if port in exclude:
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
-                s.bind((address, random.randint(*_PORT_RANGE)))
+                s.bind((address, port))
             except OSError:
                 s.close()
                 continue
@@ -604,14 +598,7 @@ def _write(path: Path, text: str, mode: int) -> None:
 
 def _alive(pid: int, directory: Path) -> bool:
     """True when ``pid`` is still one of this host's processes (guards against pid reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if status.rsplit(")", 1)[-1].split()[0] == "Z":
-        return False
-    return str(directory).encode() in cmdline
+    return alive(pid, str(directory).encode())
 
 
 def _wait_gone(pid: int, timeout: float) -> None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +47,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lab import processes
+
+#: The proxy process's command line (``lab/proxy_server.py``).
+_SERVE = (sys.executable, "-m", "lab.proxy_server", "serve")
 
 
 class ProxyError(RuntimeError):
@@ -91,33 +95,15 @@ class LatencyProxy:
         return self.directory / "control.sock"
 
     def start(self, timeout: float = 20) -> LatencyProxy:
-        from lab.hosts import die_with_parent
-
         self.directory.mkdir(parents=True, exist_ok=True)
-        log = open(self.directory / "proxy.log", "ab")  # noqa: SIM115 - handed to the child
         repo = str(Path(__file__).resolve().parent.parent)
-        try:
-            self._process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "lab.proxy_server",
-                    "serve",
-                    "--control",
-                    str(self.control_path),
-                    "--delay",
-                    repr(self.delay),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                preexec_fn=None if self.detach else die_with_parent,
-                cwd=repo,
-                env={**os.environ, "PYTHONPATH": repo},
-            )
-        finally:
-            log.close()
+        self._process = processes.spawn(
+            [*_SERVE, "--control", str(self.control_path), "--delay", repr(self.delay)],
+            self.directory / "proxy.log",
+            detach=self.detach,
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": repo},
+        )
         self.pid = self._process.pid
         deadline = time.monotonic() + timeout
         while True:
@@ -177,20 +163,12 @@ class LatencyProxy:
         self.delay = float(self.call("delay", seconds=seconds)["delay"])
 
     def is_running(self) -> bool:
-        return self.pid is not None and _is_proxy(self.pid, self.control_path)
+        # The control socket's path is in the proxy's argv: it tells this lab's proxy
+        # from a process that reused the pid.
+        return processes.alive(self.pid, str(self.control_path).encode())
 
     def stop(self) -> None:
-        if self.pid is not None and _is_proxy(self.pid, self.control_path):
-            os.kill(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            while _is_proxy(self.pid, self.control_path) and time.monotonic() < deadline:
-                if self._process is not None and self._process.poll() is not None:
-                    break
-                time.sleep(0.02)
-            if _is_proxy(self.pid, self.control_path):
-                os.kill(self.pid, signal.SIGKILL)
-        if self._process is not None:
-            self._process.wait(timeout=5)
+        processes.stop(self.pid, self._process, str(self.control_path).encode())
         self._process = None
         self.pid = None
 
@@ -210,14 +188,3 @@ class LatencyProxy:
             pid=data.get("pid"),
             routes=dict(data.get("routes") or {}),
         )
-
-
-def _is_proxy(pid: int, control: Path) -> bool:
-    """True while ``pid`` is this lab's proxy (guards against pid reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    zombie = stat.rsplit(")", 1)[-1].split()[0] == "Z"
-    return b"lab.proxy_server" in cmdline and str(control).encode() in cmdline and not zombie

@@ -14,6 +14,7 @@ import collections
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -460,6 +461,11 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--control", required=True, help="Unix socket for JSON-line commands")
     serve.add_argument("--delay", default="0", help="one-way delay, e.g. 40ms")
     args = parser.parse_args(argv)
+    # Two descriptors per proxied connection plus one per route: a 250-host lab under
+    # fan-out needs more than the usual soft limit of 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     # The host's argv carries the lab directory (the control socket lives there), so
     # teardown can tell this process from a reused pid.
     asyncio.run(_serve(Path(args.control), parse_delay(args.delay)))

@@ -194,8 +194,9 @@ def _print_latency(lab: Lab) -> None:
 
 
 def _accepts(host: LabHost) -> bool:
+    """sshd itself answers (not the latency proxy, which accepts for any host)."""
     try:
-        with socket.create_connection((host.address, host.client_port), timeout=0.5):
+        with socket.create_connection((host.address, host.ssh_port), timeout=0.5):
             return True
     except OSError:
         return False

@@ -327,6 +327,8 @@ def test_machine_hostnames_can_differ_from_inventory_names(lab_factory) -> None:
     assert reloaded.host("node-2").hostname == cloud
     with pytest.raises(LabError, match="not a valid hostname"):
         Lab(small.workdir / "never", machine_names={"node-1": "bad name; rm -rf /"})
+    with pytest.raises(LabError, match="shared loopback network"):
+        Lab(small.workdir / "never", netns=True, latency=0.04)
 
 
 def test_latency_mode_proxies_ssh_and_counts_what_it_carries(lab_factory) -> None:
@@ -351,6 +353,10 @@ def test_latency_mode_proxies_ssh_and_counts_what_it_carries(lab_factory) -> Non
     assert (spent.logins, spent.exec_channels, spent.tcp_connections) == (1, 1, 1)
     assert spent.round_trips >= 5  # key exchange, auth, channel, command
     assert usage(before, snapshot(slow)).hosts["orch-1"].tcp_connections == 0
+
+    late = slow.add_host("node-2", labels={"role": "osquery"})  # proxied like the others
+    assert late.client_port != late.ssh_port
+    assert ssh(slow, late, "hostname").stdout.strip() == "node-2"
 
     slow.freeze("node-1")
     with pytest.raises(subprocess.TimeoutExpired):
