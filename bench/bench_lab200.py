@@ -46,8 +46,6 @@ RELAXED_HEARTBEATS = {"heartbeat_interval": "5s", "disconnect_timeout": "60s"}
 
 MB = 1 << 20
 SQL = "SELECT hostname, cpu_brand, physical_memory FROM system_info"
-#: The lab's addressing (one 127.A.B.0/24 per lab) holds at most this many hosts.
-ADDRESS_LIMIT = 252
 
 
 def meminfo() -> dict[str, int]:
@@ -154,7 +152,7 @@ def main() -> None:
             print(
                 f"largest lab by memory (80% of {before['MemAvailable'] / MB / 1024:.1f} GB "
                 f"available at {per_host:.1f} MB/host): ~{by_memory} hosts; "
-                f"by the lab's addressing: {ADDRESS_LIMIT}; by CPU (idle lab at half the "
+                f"by CPU (idle lab at half the "
                 f"cores): ~{int(args.hosts * cores / 2 / busy) if busy else 0} hosts"
             )
             print(f"(bare host PSS was {bare:.1f} MB)")

@@ -43,6 +43,8 @@ STATE_FILE = "lab.json"
 CONTROL_PLANE = "control_plane"
 COMPUTE = "compute"
 DEFAULT_LABELS = {"role": "osquery", "env": "lab"}
+#: Hosts per lab on the shared loopback (ports are the limit: 3 per host from 12,000).
+MAX_HOSTS = 2000
 #: Ports used inside per-host network namespaces (netns mode), where nothing collides.
 NETNS_SSH_PORT = 22
 NETNS_API_PORT = 1234
@@ -390,8 +392,11 @@ class Lab(LabSetup):
     def _make_hosts(self, wanted: list[tuple[str, HostEntry]]) -> list[LabHost]:
         """Create (not start) hosts: addresses, ports, files, network namespaces."""
         first = len(self.hosts) + 2  # .1 is the gateway in netns mode; keep both alike
-        if first + len(wanted) > 254:
-            raise LabError("a lab holds at most 252 hosts")
+        last = first + len(wanted) - 1
+        if self.network is not None and last > 253:
+            raise LabError("a network-namespace lab holds at most 252 hosts (one /24)")
+        if last > MAX_HOSTS + 1:
+            raise LabError(f"a lab holds at most {MAX_HOSTS} hosts")
         shared = self.network is None
         ports = self._free_ports(3 * len(wanted)) if shared else []
         made: list[LabHost] = []
@@ -400,7 +405,7 @@ class Lab(LabSetup):
             if self.network is not None:
                 address, ssh_port = self.network.address(index), NETNS_SSH_PORT
             else:
-                address, ssh_port = f"{self.loopback_prefix}.{index}", ports[3 * offset]
+                address, ssh_port = self._loopback_address(index), ports[3 * offset]
                 if entry.role == COMPUTE:
                     entry.bacalhau_api_port = ports[3 * offset + 1]
             host = LabHost(name, address, ssh_port, self.hosts_dir / name, detach=self.detach)
@@ -421,6 +426,17 @@ class Lab(LabSetup):
             for host in made:
                 host.netns = self.network.hosts[host.name]
         return made
+
+    def _loopback_address(self, index: int) -> str:
+        """Host ``index`` (2, 3, ...) on the shared loopback: 250 hosts per /24, then the next.
+
+        Indexes 2..251 keep the lab's own 127.A.B.0/24 (``127.A.B.index``);
+        later ones continue in 127.A.B+1.0/24 and so on (the whole 127/8 is local).
+        """
+        _, a, b = (int(part) for part in self.loopback_prefix.split("."))
+        block, offset = divmod(index - 2, 250)
+        a, b = a + (b + block) // 256, (b + block) % 256
+        return f"127.{a}.{b}.{offset + 2}"
 
     def _ports_in_use(self) -> set[int]:
         """Every port this lab has handed out (some maybe not bound yet)."""
