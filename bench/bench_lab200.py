@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +56,28 @@ def meminfo() -> dict[str, int]:
         name, _, rest = line.partition(":")
         values[name] = int(rest.split()[0]) * 1024
     return values
+
+
+def guard_memory(floor: int = 1536 * MB) -> None:
+    """End this process (and with it the lab: its processes die with us) below ``floor``.
+
+    The machine is shared and has no swap: a lab too large must not take the
+    other work on it down with an OOM kill.
+    """
+
+    def watch() -> None:
+        while True:
+            available = meminfo()["MemAvailable"]
+            if available < floor:
+                print(
+                    f"MemAvailable {available / MB:.0f} MB < {floor / MB:.0f} MB: "
+                    "this lab does not fit; ending now (the lab dies with this process)",
+                    flush=True,
+                )
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def lab_cores_busy(lab: Lab, seconds: float) -> float:
@@ -91,6 +114,13 @@ def main() -> None:
     args = parser.parse_args()
     latency = None if args.latency == "0" else parse_delay(args.latency)
     before = meminfo()
+    needed = (args.hosts + 1) * 30 * MB  # ~28 MB PSS per provisioned host (measured)
+    if needed > 0.9 * before["MemAvailable"]:
+        raise SystemExit(
+            f"{args.hosts} hosts need ~{needed / MB / 1024:.1f} GB; only "
+            f"{before['MemAvailable'] / MB / 1024:.1f} GB available"
+        )
+    guard_memory()
     with tempfile.TemporaryDirectory(prefix="fleetkit-bench-200-") as tmp:
         started = time.perf_counter()
         lab = Lab(Path(tmp) / "lab", compute=args.hosts, latency=latency, detach=False)

@@ -388,16 +388,16 @@ class LabHost:
     def is_running(self) -> bool:
         return self.unshare_pid is not None and _alive(self.unshare_pid, self.directory)
 
-    def kill(self) -> None:
+    def kill(self, timeout: float = 10) -> None:
         """The whole host is gone at once (power cut): every process in it is SIGKILLed."""
         self._signal_kill()
         pid = self.unshare_pid
         if self._process is not None:
-            self._process.wait(timeout=10)
+            self._process.wait(timeout=timeout)
         elif pid is not None:
-            _wait_gone(pid, timeout=10)
+            _wait_gone(pid, timeout=timeout)
         if self.init_pid is not None:
-            _wait_gone(self.init_pid, timeout=10)
+            _wait_gone(self.init_pid, timeout=timeout)
         self._process = None
         self.unshare_pid = None
         self.init_pid = None
@@ -552,12 +552,17 @@ def start_hosts(hosts: Iterable[LabHost], timeout: float = 30) -> None:
 
 
 def stop_hosts(hosts: Iterable[LabHost]) -> None:
-    """Kill every host; signals go out first so hosts die in parallel."""
+    """Kill every host; signals go out first so hosts die in parallel.
+
+    The kernel tears thousands of processes down one after another, and slower on a
+    busy machine: the hosts share one deadline that grows with their number.
+    """
     chosen = list(hosts)
     for host in chosen:
         host._signal_kill()
+    deadline = time.monotonic() + 10 + 0.1 * len(chosen)
     for host in chosen:
-        host.kill()
+        host.kill(timeout=max(1.0, deadline - time.monotonic()))
 
 
 #: Ports handed out by the lab: below the kernel's ephemeral range (32768-60999)
