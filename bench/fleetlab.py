@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:
 from lab.counters import Snapshot, snapshot, usage  # noqa: E402
 from lab.fleet import Lab  # noqa: E402
 from lab.hosts import LabHost  # noqa: E402
-from tests.e2e.conftest import run_cli, wait_connected  # noqa: E402
+from tests.e2e.conftest import orchestrator_nodes, run_cli, wait_connected  # noqa: E402
 
 __all__ = ["Lab", "Measured", "load_average", "measure", "median", "ssh_floor", "wait_joined"]
 
@@ -100,9 +100,34 @@ def load_average() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
-def wait_joined(lab: Lab, timeout: float = 300.0) -> None:
-    """Every compute node CONNECTED at the orchestrator (not timed: agents join on their own)."""
-    wait_connected(lab, [h.name for h in lab.compute_hosts], timeout=timeout)
+def wait_joined(lab: Lab, timeout: float = 300.0, *, strict: bool = True) -> list[str]:
+    """Every compute node CONNECTED at the orchestrator (agents join on their own).
+
+    Returns the nodes still missing after ``timeout`` (with ``strict``, ends the
+    benchmark instead); the end of each one's agent log is printed, since the lab
+    and its logs are gone once the benchmark ends.
+    """
+    names = [h.name for h in lab.compute_hosts]
+    try:
+        wait_connected(lab, names, timeout=timeout)
+        return []
+    except AssertionError:
+        pass
+    connected = {
+        n["Info"]["NodeID"]
+        for n in orchestrator_nodes(lab)
+        if (n.get("ConnectionState") or {}).get("Status") == "CONNECTED"
+    }
+    missing = [name for name in names if name not in connected]
+    for name in missing[:5]:
+        host = lab.host(name)
+        tail = "(host not running)"
+        if host.is_running():
+            tail = host.sh("tail -c 1500 /var/log/bacalhau.log 2>&1", check=False).stdout
+        print(f"{name} did not join within {timeout:g} s; its agent log ends:\n{tail}")
+    if strict:
+        raise SystemExit(f"{len(missing)} of {len(names)} nodes did not join: {missing[:20]}")
+    return missing
 
 
 def median(values: Sequence[float]) -> float:
