@@ -155,7 +155,9 @@ def test_a_host_that_crashes_mid_provision_is_named_with_its_step_and_a_rerun_co
 
 
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: paramiko's thread races the process's exit, so on some runs the noise
+    # is cut short or never printed and this passes even before fleetkit is fixed.
+    strict=False,
     reason=(
         "fleetkit today: paramiko's transport thread prints 'Exception (client): Error "
         "reading SSH protocol banner' and a traceback to the process's stderr when a host "
@@ -177,4 +179,5 @@ def test_an_unanswering_host_prints_no_traceback(lab_factory: Callable[..., Lab]
     )
     assert answer.returncode == 1, answer.stderr
     assert "node-1" in answer.stderr
-    assert "Traceback" not in answer.stderr, answer.stderr
+    for noise in ("Traceback", "Exception (client)", "paramiko"):
+        assert noise not in answer.stderr, answer.stderr
