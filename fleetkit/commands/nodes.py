@@ -148,10 +148,6 @@ class Reconciliation:
             and r.standing not in (Standing.CONNECTED, Standing.MISSING, Standing.CONFLICT)
         ]
 
-    @property
-    def pending_known(self) -> list[NodeRow]:
-        return [r for r in self.rows if r.in_inventory and r.standing is Standing.PENDING]
-
     def row(self, name: str) -> NodeRow | None:
         return next((r for r in self.rows if r.name == name or r.node_id == name), None)
 
@@ -173,28 +169,13 @@ class Reconciliation:
             "missing": self.missing,
             "rogue": self.rogue,
             "not_ready": [r.name for r in self.not_ready],
-            "conflicts": [
-                {
-                    "hosts": list(c.hosts),
-                    "nodes": list(c.node_ids),
-                    "error": c.describe(),
-                    "fix": c.fix(),
-                }
-                for c in self.conflicts
-            ],
+            "conflicts": [c.to_json() for c in self.conflicts],
             "approvals": dict(self.approvals),
         }
 
 
-def _row(
-    name: str,
-    node: NodeState | None,
-    *,
-    in_inventory: bool,
-    hostname: str | None = None,
-    claim: str | None = None,
-    conflict: bool = False,
-) -> NodeRow:
+def _row(name: str, node: NodeState | None, *, in_inventory: bool, **extra: Any) -> NodeRow:
+    """``extra``: the row's identity fields (``hostname``, ``claim``, ``conflict``)."""
     standing = standing_of(node)
     if node is None:
         return NodeRow(name, None, in_inventory, standing)
@@ -209,9 +190,7 @@ def _row(
         since=since,
         labels=tuple(sorted(node.labels.items())),
         version=node.version,
-        hostname=hostname,
-        claim=claim,
-        conflict=conflict,
+        **extra,
     )
 
 
@@ -230,15 +209,8 @@ def reconcile(
             continue
         member = fleet.member(host.name)
         if member is not None:
-            rows.append(
-                _row(
-                    host.name,
-                    member.node,
-                    in_inventory=True,
-                    hostname=member.hostname,
-                    claim=member.claim.value,
-                )
-            )
+            identity = {"hostname": member.hostname, "claim": member.claim.value}
+            rows.append(_row(host.name, member.node, in_inventory=True, **identity))
         elif host.name in fleet.conflicted_hosts:
             rows.append(NodeRow(host.name, None, True, Standing.CONFLICT, conflict=True))
         else:

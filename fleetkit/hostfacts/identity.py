@@ -34,6 +34,7 @@ import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from fleetkit.clients.bacalhau import NodeState
 from fleetkit.foundation.inventory import Host
@@ -125,6 +126,14 @@ class Conflict:
     @property
     def node_ids(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(node_id for node_id, _ in self.claims))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hosts": list(self.hosts),
+            "nodes": list(self.node_ids),
+            "error": self.describe(),
+            "fix": self.fix(),
+        }
 
     def describe(self) -> str:
         """One line naming every node and host involved (raw: escape it for a terminal)."""
