@@ -15,7 +15,6 @@ Real machines are rarely named as the inventory names them (``web-9`` is
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,13 @@ import requests
 
 from lab.fleet import Lab
 from tests.e2e.conftest import CliResult, orchestrator_nodes, run_cli, wait_connected
-from tests.e2e.test_nodes import start_agent_by_hand, start_rogue, status_of, stop_agent_by_hand
+from tests.e2e.test_nodes import (
+    start_agent_by_hand,
+    start_rogue,
+    status_of,
+    stop_agent_by_hand,
+    wait_for,
+)
 from tests.e2e.test_onboard import host_fingerprint, run_onboard
 from tests.e2e.test_query import executed_on, rows_of
 from tests.e2e.test_verify import verify_json
@@ -40,16 +45,6 @@ def provisioned(lab_factory: Callable[..., Lab]) -> Lab:
     assert result.exit_code == 0, result.output
     wait_connected(lab, ["node-1"])
     return lab
-
-
-def wait_node(lab: Lab, node_id: str, predicate: Callable[[dict[str, Any]], bool]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        nodes = {n["Info"]["NodeID"]: n for n in orchestrator_nodes(lab)}
-        if node_id in nodes and predicate(nodes[node_id]):
-            return
-        assert time.monotonic() < deadline, f"{node_id}: {nodes.get(node_id)}"
-        time.sleep(0.2)
 
 
 def labels_of(node: dict[str, Any]) -> dict[str, str]:
@@ -122,7 +117,7 @@ def test_a_node_that_joined_under_its_hostname_is_recognised_and_the_fix_renames
     # its hostname, and Bacalhau persisted that name in its data dir.
     host = lab.add_host("web-7", machine_name="ip-10-0-1-17")
     start_agent_by_hand(lab, host, data_dir="/var/lib/bacalhau", labels="role=osquery,env=lab")
-    wait_node(lab, "ip-10-0-1-17", lambda n: status_of(n) == "CONNECTED")
+    wait_for(lab, "ip-10-0-1-17", lambda n: status_of(n) == "CONNECTED")
     assert "NodeName: ip-10-0-1-17" in host.sh(f"cat {METADATA}").stdout
     stop_agent_by_hand(host)
 
@@ -130,7 +125,7 @@ def test_a_node_that_joined_under_its_hostname_is_recognised_and_the_fix_renames
     assert provision.exit_code == 0, provision.output
     # Bacalhau ignores --name web-7 (a name is persisted): it rejoins as ip-10-0-1-17,
     # now carrying fleetkit's label.
-    wait_node(
+    wait_for(
         lab,
         "ip-10-0-1-17",
         lambda n: status_of(n) == "CONNECTED" and labels_of(n).get("fleetkit-host") == "web-7",
@@ -164,7 +159,7 @@ def test_a_node_that_joined_under_its_hostname_is_recognised_and_the_fix_renames
     host.sh(f"sed -i '/^NodeName:/d' {METADATA}")
     again = run_cli(lab, "provision", "--hosts", "web-7")
     assert again.exit_code == 0, again.output
-    wait_node(lab, "web-7", lambda n: status_of(n) == "CONNECTED")
+    wait_for(lab, "web-7", lambda n: status_of(n) == "CONNECTED")
     # Until the old record is deleted, two nodes claim web-7: an error, never merged.
     stale, data = nodes_json(lab)
     assert stale.exit_code == 1
@@ -189,7 +184,7 @@ def test_a_second_node_claiming_an_inventory_host_is_an_error_everywhere(
     wait_connected(lab, ["node-1", "node-2"])
     # A token holder that labels itself as node-1 (what an impostor would do).
     start_rogue(lab, "impostor", labels="role=osquery,env=lab,fleetkit-host=node-1")
-    wait_node(lab, "impostor", lambda n: status_of(n) == "CONNECTED")
+    wait_for(lab, "impostor", lambda n: status_of(n) == "CONNECTED")
 
     listed = run_cli(lab, "nodes")
     assert listed.exit_code == 1
@@ -210,6 +205,6 @@ def test_a_second_node_claiming_an_inventory_host_is_an_error_everywhere(
 
     # Rogue detection still works for a node that carries no fleetkit label.
     start_rogue(lab, "rogue-1")
-    wait_node(lab, "rogue-1", lambda n: status_of(n) == "CONNECTED")
+    wait_for(lab, "rogue-1", lambda n: status_of(n) == "CONNECTED")
     _, data = nodes_json(lab)
     assert data["rogue"] == ["rogue-1"]
