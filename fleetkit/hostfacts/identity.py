@@ -34,6 +34,7 @@ import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from fleetkit.clients.bacalhau import NodeState
@@ -177,10 +178,18 @@ class FleetMap:
     conflicts: tuple[Conflict, ...] = ()
 
     def member(self, name: str) -> Member | None:
-        return next((m for m in self.members if m.name == name), None)
+        return self._by_name.get(name)
 
     def member_of_node(self, node_id: str) -> Member | None:
-        return next((m for m in self.members if m.node_id == node_id), None)
+        return self._by_node_id.get(node_id)
+
+    @cached_property
+    def _by_name(self) -> dict[str, Member]:
+        return {m.name: m for m in self.members}
+
+    @cached_property
+    def _by_node_id(self) -> dict[str, Member]:
+        return {m.node_id: m for m in self.members}
 
     def conflicts_of_host(self, name: str) -> list[Conflict]:
         return [c for c in self.conflicts if name in c.hosts]
@@ -188,39 +197,57 @@ class FleetMap:
     def conflicts_of_node(self, node_id: str) -> list[Conflict]:
         return [c for c in self.conflicts if node_id in c.node_ids]
 
-    @property
+    @cached_property
     def conflicted_hosts(self) -> list[str]:
         return list(dict.fromkeys(h for c in self.conflicts for h in c.hosts))
 
-    @property
+    @cached_property
     def conflicted_nodes(self) -> list[str]:
         return list(dict.fromkeys(n for c in self.conflicts for n in c.node_ids))
 
 
-def _claims_by_node_id(node_id: str, hosts: Iterable[Host]) -> list[Host]:
-    """Inventory hosts a node ID names: exactly, else as the FQDN of a short name
-    (``web-3.example.com`` is ``web-3``), else as the short name of an FQDN."""
-    candidates = list(hosts)
-    for rule in (
-        lambda h: node_id == h.name,
-        lambda h: node_id.startswith(h.name + "."),
-        lambda h: h.name.startswith(node_id + "."),
-    ):
-        found = [h for h in candidates if rule(h)]
-        if found:
-            return found
-    return []
+@dataclass(frozen=True)
+class _Names:
+    """The inventory's names, indexed for the node-ID rules (one pass, then lookups)."""
+
+    by_name: dict[str, Host]
+    #: ``web-3`` -> hosts named ``web-3.<anything>`` (an inventory FQDN's short names).
+    by_prefix: dict[str, list[Host]]
+
+    @classmethod
+    def of(cls, hosts: Iterable[Host]) -> _Names:
+        by_name: dict[str, Host] = {}
+        by_prefix: dict[str, list[Host]] = {}
+        for host in hosts:
+            by_name.setdefault(host.name, host)
+            for prefix in _dotted_prefixes(host.name):
+                by_prefix.setdefault(prefix, []).append(host)
+        return cls(by_name, by_prefix)
+
+    def of_node_id(self, node_id: str) -> list[Host]:
+        """Inventory hosts a node ID names: exactly, else as the FQDN of a short name
+        (``web-3.example.com`` is ``web-3``), else as the short name of FQDNs."""
+        if node_id in self.by_name:
+            return [self.by_name[node_id]]
+        for prefix in reversed(_dotted_prefixes(node_id)):
+            if prefix in self.by_name:
+                return [self.by_name[prefix]]
+        return list(self.by_prefix.get(node_id, ()))
 
 
-def claims_of(node: NodeState, hosts: Iterable[Host]) -> list[tuple[Host, Claim]]:
+def _dotted_prefixes(name: str) -> list[str]:
+    """``a.b.c`` -> ``["a", "a.b"]`` (the names it is an FQDN of)."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def claims_of(node: NodeState, names: _Names) -> list[tuple[Host, Claim]]:
     """Every inventory host ``node`` claims, and how (several = a conflict)."""
-    host_list = list(hosts)
-    by_name = {h.name: h for h in host_list}
     found: list[tuple[Host, Claim]] = []
-    labelled = by_name.get(node.labels.get(HOST_LABEL, ""))
+    labelled = names.by_name.get(node.labels.get(HOST_LABEL, ""))
     if labelled is not None:
         found.append((labelled, Claim.LABEL))
-    for host in _claims_by_node_id(node.node_id, host_list):
+    for host in names.of_node_id(node.node_id):
         if host is not labelled:
             found.append((host, Claim.NODE_ID))
     return found
@@ -233,8 +260,9 @@ def map_fleet(hosts: Iterable[Host], nodes: Iterable[NodeState]) -> FleetMap:
     host); only compute nodes are looked at.
     """
     host_list = list(hosts)
+    names = _Names.of(host_list)
     compute = sorted((n for n in nodes if n.is_compute), key=lambda n: n.node_id)
-    claims = {node.node_id: claims_of(node, host_list) for node in compute}
+    claims = {node.node_id: claims_of(node, names) for node in compute}
     by_id = {node.node_id: node for node in compute}
     conflicts: list[Conflict] = []
     claimants: dict[str, list[tuple[str, Claim]]] = {}
