@@ -20,14 +20,11 @@ the same; 0 means "the cluster is exactly the inventory's compute fleet and
 every node can take a query". ``--approve`` approves PENDING nodes that are
 in the inventory and never one that is not, nor one in conflict.
 
-Matching rule: :func:`fleetkit.hostfacts.identity.map_fleet` (the node's
-``fleetkit-host`` label, else its node ID), the same mapping as ``verify``
-and ``query``. A node that joined under another name (its persisted node
-name) is listed under its inventory name, with a note.
-
-Node IDs, labels, versions and states are chosen by the nodes (and relayed by
-an orchestrator that may be compromised): the table and every line for a
-person show them escaped and cut; ``--json`` keeps them exact.
+Matching: :func:`fleetkit.hostfacts.identity.map_fleet` (``fleetkit-host``
+label, else node ID), as for ``verify`` and ``query``; a node that joined
+under another name is listed under its inventory name, with a note. Node IDs,
+labels and states are the nodes' words: escaped and cut for a person, exact
+in ``--json``.
 """
 
 from __future__ import annotations
@@ -46,6 +43,10 @@ from fleetkit.foundation.table import cell, make_table
 from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.hostfacts.identity import Conflict, FleetMap, map_fleet
 from fleetkit.runtime import Runtime
+
+
+#: Characters of one line quoting node IDs (a node chooses its own, of any length).
+LINE_LIMIT = 500
 
 
 class Standing(StrEnum):
@@ -323,7 +324,7 @@ def _names(names: Sequence[str]) -> str:
 def _dangers(view: Reconciliation) -> list[str]:
     lines: list[str] = []
     for conflict in view.conflicts:
-        lines.append(f"CONFLICT: {terminal_safe(conflict.describe())}")
+        lines.append(f"CONFLICT: {cell(conflict.describe(), max_width=LINE_LIMIT)}")
         lines.append(f"  fix: {conflict.fix()}")
     if view.rogue:
         lines.append(

@@ -194,9 +194,6 @@ class FleetMap:
     def conflicts_of_host(self, name: str) -> list[Conflict]:
         return [c for c in self.conflicts if name in c.hosts]
 
-    def conflicts_of_node(self, node_id: str) -> list[Conflict]:
-        return [c for c in self.conflicts if node_id in c.node_ids]
-
     @cached_property
     def conflicted_hosts(self) -> list[str]:
         return list(dict.fromkeys(h for c in self.conflicts for h in c.hosts))
@@ -241,7 +238,7 @@ def _dotted_prefixes(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def claims_of(node: NodeState, names: _Names) -> list[tuple[Host, Claim]]:
+def _claims_of(node: NodeState, names: _Names) -> list[tuple[Host, Claim]]:
     """Every inventory host ``node`` claims, and how (several = a conflict)."""
     found: list[tuple[Host, Claim]] = []
     labelled = names.by_name.get(node.labels.get(HOST_LABEL, ""))
@@ -262,7 +259,7 @@ def map_fleet(hosts: Iterable[Host], nodes: Iterable[NodeState]) -> FleetMap:
     host_list = list(hosts)
     names = _Names.of(host_list)
     compute = sorted((n for n in nodes if n.is_compute), key=lambda n: n.node_id)
-    claims = {node.node_id: claims_of(node, names) for node in compute}
+    claims = {node.node_id: _claims_of(node, names) for node in compute}
     by_id = {node.node_id: node for node in compute}
     conflicts: list[Conflict] = []
     claimants: dict[str, list[tuple[str, Claim]]] = {}
