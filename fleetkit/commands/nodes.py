@@ -44,7 +44,6 @@ from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.hostfacts.identity import Conflict, FleetMap, map_fleet
 from fleetkit.runtime import Runtime
 
-
 #: Characters of one line quoting node IDs (a node chooses its own, of any length).
 LINE_LIMIT = 500
 
