@@ -20,9 +20,15 @@ Semantics, decided here:
 
 Speed: every node entry carries a digest of its stored rows; equal digests
 settle a node without reading its rows, so an unchanged fleet costs one
-query of digests. Changed nodes are decoded one at a time and compared as
-multisets of row bytes (``collections.Counter``, in C). Memory is bounded
-by one node's rows from each run.
+query of digests. A node whose rows changed is compared by its row index
+(:class:`~fleetkit.history.rows.RowIndex`, computed once when it was
+recorded): the two runs' row keys as sets of integers, so unchanged rows are
+never split, hashed or compared again; only a side that lost or gained rows
+is decompressed, and only those rows are cut out of it. Rows sharing a key
+are taken as equal (two different rows of one node share a 64-bit key with
+odds of about 2**-64). A node recorded without an index (or with one that
+does not match its rows) is compared row by row, as multisets of bytes.
+Memory is bounded by one node's rows from each run.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +44,7 @@ from typing import Any
 from fleetkit.history.errors import HistoryError
 from fleetkit.history.model import NodeEntry, NodeState, RunSummary
 from fleetkit.history.reader import RunReader
-from fleetkit.history.rows import RowBlock
+from fleetkit.history.rows import RowIndex
 
 ADDED = "added"
 REMOVED = "removed"
@@ -137,24 +143,32 @@ class RunDiff:
 
     def changes(self) -> Iterator[RowChange]:
         """Row events, node by node (see the module doc for order and semantics)."""
-        reader = self._reader
-        if reader is None or not self._pairs:
+        if self._reader is None or not self._pairs:
             return
-
-        def load(pair: tuple[NodeEntry, NodeEntry]) -> tuple[RowBlock, RowBlock]:
-            return (
-                reader.node_block(self.before.run_id, pair[0].node_id),
-                reader.node_block(self.after.run_id, pair[1].node_id),
-            )
-
-        # Reading and decompressing (no GIL held) runs one node ahead of comparing.
+        pairs = self._pairs
+        # Reading, decompressing (no GIL held) and comparing run one node ahead of the caller.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-diff") as pool:
-            pending = pool.submit(load, self._pairs[0])
-            for index, (_, new) in enumerate(self._pairs):
-                before, after = pending.result()
-                if index + 1 < len(self._pairs):
-                    pending = pool.submit(load, self._pairs[index + 1])
-                yield from node_changes(new.node_id, new.hostname, before.lines(), after.lines())
+            pending = pool.submit(self._compare, pairs[0])
+            for index in range(len(pairs)):
+                found = pending.result()
+                if index + 1 < len(pairs):
+                    pending = pool.submit(self._compare, pairs[index + 1])
+                yield from found
+
+    def _compare(self, pair: tuple[NodeEntry, NodeEntry]) -> list[RowChange]:
+        reader = self._reader
+        assert reader is not None
+        old, new = pair
+        before, after = self.before.run_id, self.after.run_id
+        index_a, index_b = reader.row_index(before, old), reader.row_index(after, new)
+        if index_a is not None and index_b is not None:
+            try:
+                return indexed_changes(reader, (before, old, index_a), (after, new, index_b))
+            except ValueError:
+                pass  # an index that does not tile its rows: compare the rows themselves
+        lines_a = reader.node_block(before, old.node_id).lines()
+        lines_b = reader.node_block(after, new.node_id).lines()
+        return list(node_changes(new.node_id, new.hostname, lines_a, lines_b))
 
     def node_events(self) -> list[NodeChange]:
         return [*self.appeared, *self.disappeared]
@@ -179,6 +193,47 @@ def node_changes(
     if added:
         for row in [row for row in after if row in added]:
             yield RowChange(ADDED, node_id, hostname, row)
+
+
+#: One side of an indexed comparison: the run, the node's entry in it, its row index.
+Side = tuple[str, NodeEntry, RowIndex]
+
+
+def indexed_changes(reader: RunReader, old: Side, new: Side) -> list[RowChange]:
+    """:func:`node_changes` on row keys: the rows' bytes are read only for the rows whose
+    keys are not on both sides (ValueError when an index does not match its rows)."""
+    (run_a, entry_a, index_a), (run_b, entry, index_b) = old, new
+    keys_a, keys_b = index_a.keys, index_b.keys
+    set_a, set_b = set(keys_a), set(keys_b)
+    if len(set_a) == len(keys_a) and len(set_b) == len(keys_b):
+        if set_a == set_b:
+            return []
+        gone, fresh = set_a - set_b, set_b - set_a
+        want_a: Iterable[bool] = map(gone.__contains__, keys_a)
+        want_b: Iterable[bool] = map(fresh.__contains__, keys_b)
+    else:  # a key repeated within a node: multisets
+        count_a, count_b = Counter(keys_a), Counter(keys_b)
+        if count_a == count_b:
+            return []
+        gone, fresh = set(count_a - count_b), set(count_b - count_a)
+        want_a, want_b = _first(keys_a, count_a - count_b), _first(keys_b, count_b - count_a)
+    removed = index_a.cut(reader.node_block(run_a, entry_a.node_id).raw(), want_a) if gone else []
+    added = index_b.cut(reader.node_block(run_b, entry.node_id).raw(), want_b) if fresh else []
+    return [
+        *(RowChange(REMOVED, entry.node_id, entry.hostname, row) for row in removed),
+        *(RowChange(ADDED, entry.node_id, entry.hostname, row) for row in added),
+    ]
+
+
+def _first(keys: Iterable[int], pending: Counter[int]) -> list[bool]:
+    """Flags marking, in order, the first ``pending[key]`` occurrences of each key."""
+    flags = []
+    for key in keys:
+        take = pending.get(key, 0) > 0
+        if take:
+            pending[key] -= 1
+        flags.append(take)
+    return flags
 
 
 def _counted_changes(

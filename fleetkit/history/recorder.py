@@ -11,14 +11,18 @@ merged output, then exits 1. Programming errors (an unknown status, rows that
 are not JSON objects) still raise ``ValueError``.
 
 Each node is one short write transaction: its entry (rows compressed as one
-block) and the run's counters. They are written by one background thread
-while the caller merges the next nodes (zstd and SQLite release the GIL), at
-most a few nodes behind, so memory stays bounded; ``finish`` waits for it.
+block, with the block's row index) and the run's counters. They are written
+by one background thread while the caller merges the next nodes (zstd and
+SQLite release the GIL), at most a few nodes behind, so memory stays bounded;
+``finish`` waits for it. A node whose rows are byte for byte what it answered
+in the previous run of the same question and scope (equal block digests)
+takes that run's row index instead of computing it again.
 
-What the engine hands over, and when: each node *after* the merge wrote it
-(a node whose output turned out unparseable is then FAILED, and is recorded
-so), with its rows already redacted -- ``redact_columns`` is checked again
-here as a second wall (see ``rows.guard_redaction``).
+What the engine hands over, and when: each node's validated rows (see
+:mod:`fleetkit.ask.record`), already redacted -- ``redact_columns`` is checked
+again here as a second wall (see ``rows.guard_redaction``). A run that asks
+several questions (a policy pack, a hunt in batches) may give rows for a node
+that failed one of them: they are kept, and the node counts as failed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol
@@ -41,7 +46,7 @@ from fleetkit.history.model import (
     parse_state,
 )
 from fleetkit.history.policy import PolicyVerdict, checked_verdicts, insert_verdicts
-from fleetkit.history.rows import Codec, RowBlock, guard_redaction, to_block
+from fleetkit.history.rows import Codec, RowBlock, RowIndex, guard_redaction, to_block
 
 #: Longest error text kept per node (it came from a node: bounded).
 ERROR_LIMIT = 4000
@@ -78,6 +83,7 @@ class RunRecorder:
         resume: bool = False,
         after_finish: Callable[[], list[str]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        previous: Previous | None = None,
     ) -> None:
         self._clock = clock
         self.run_id = run_id
@@ -95,7 +101,9 @@ class RunRecorder:
         self._rows = 0
         self._redacted = 0
         self._finished: RecordOutcome | None = None
+        self._job_id: str | None = None
         self._seq = self._next_seq() if resume else 0
+        self._previous = previous
         self._writer = _Writer(self._fail)
 
     # ------------------------------------------------------------------ recording
@@ -115,14 +123,15 @@ class RunRecorder:
         error: str | None = None,
         exit_code: int | None = None,
         late: bool = False,
+        unknown: bool = False,
     ) -> None:
-        """One node's answer. ``rows`` are ignored unless the node answered."""
+        """One node's answer (``unknown``: not an inventory host, merged on request)."""
         state = parse_state(status)
         if self._finished is not None:
             raise ValueError(f"run {self.run_id} is already finished")
         if self._failure is not None:
             return
-        block = to_block(rows) if state.answered else RowBlock(b"", 0)
+        block = to_block(rows) if state is not NodeState.EXCLUDED else RowBlock(b"", 0)
         if state.answered:
             state = NodeState.ROWS if block.count else NodeState.EMPTY
         block, redacted = guard_redaction(block, self._redact)
@@ -134,8 +143,13 @@ class RunRecorder:
             error=error[:ERROR_LIMIT] if error else None,
             exit_code=exit_code,
             late=(late or self._resume) and state.answered,
+            unknown=unknown,
         )
         self._writer.submit(lambda: self._write_node(entry, block, redacted))
+
+    def flush(self) -> None:
+        """Wait until everything handed over so far is stored (before reading it back)."""
+        self._writer.drain()
 
     def add_verdicts(self, verdicts: Iterable[PolicyVerdict]) -> None:
         """Policy verdicts of this run (``invoke policy``), for first-failed/fixed state."""
@@ -150,7 +164,8 @@ class RunRecorder:
             return
         packed, digest = self._codec.pack(block)
         try:
-            stored = self._store(entry, block, packed, digest)
+            index = self._row_index(entry, block, digest)
+            stored = self._store(entry, block, packed, digest, index)
         except (sqlite3.Error, OSError) as exc:
             self._fail(str(self._db.error(exc, f"record node {entry.node_id}")))
             return
@@ -161,7 +176,7 @@ class RunRecorder:
         self._redacted += redacted
         if self._mirror is not None and self._mirror_failure is None:
             try:
-                self._mirror.put_node(self.run_id, entry, block)
+                self._mirror.put_node(self.run_id, entry, RowBlock(block.raw(), block.count))
             except Exception as exc:
                 self._mirror_failure = f"S3 copy: {exc}"
 
@@ -174,15 +189,23 @@ class RunRecorder:
         except (sqlite3.Error, OSError) as exc:
             self._fail(str(self._db.error(exc, "record policy verdicts")))
 
-    def finish(self, *, ended_at: datetime | None = None, note: str | None = None) -> RecordOutcome:
+    def finish(
+        self,
+        *,
+        ended_at: datetime | None = None,
+        note: str | None = None,
+        job_id: str | None = None,
+    ) -> RecordOutcome:
         """End the run (``ended_at`` defaults to the store's clock).
 
-        ``note`` marks the run incomplete with that reason (e.g. interrupted).
+        ``note`` marks the run incomplete with that reason (e.g. interrupted);
+        ``job_id`` is the orchestrator's, known only once the job was submitted.
         Idempotent; never raises for storage problems.
         """
         if self._finished is not None:
             return self._finished
         self._writer.close()
+        self._job_id = job_id
         if self._mirror is not None and self._mirror_failure is None:
             try:
                 # First (with the run as it will be closed): the manifest is the S3 copy's
@@ -224,7 +247,28 @@ class RunRecorder:
 
     # ------------------------------------------------------------------ storage
 
-    def _store(self, entry: NodeEntry, block: RowBlock, packed: bytes, digest: bytes) -> bool:
+    def _row_index(self, entry: NodeEntry, block: RowBlock, digest: bytes) -> bytes | None:
+        """The block's row index: the previous run's when the rows are the same bytes."""
+        if not block.count:
+            return None
+        previous = self._previous
+        if previous is not None and previous.digests.get(entry.node_id) == digest:
+            found = self._db.connection.execute(
+                "SELECT row_index FROM nodes WHERE run_id = ? AND node_id = ?",
+                (previous.run_id, entry.node_id),
+            ).fetchone()
+            if found is not None and isinstance(found[0], bytes):
+                return found[0]
+        return RowIndex.of(block).to_bytes()
+
+    def _store(
+        self,
+        entry: NodeEntry,
+        block: RowBlock,
+        packed: bytes,
+        digest: bytes,
+        index: bytes | None,
+    ) -> bool:
         values = (
             entry.hostname,
             entry.state.value,
@@ -236,17 +280,14 @@ class RunRecorder:
             digest if packed else None,
             "zstd" if packed else None,
             packed or None,
+            int(entry.unknown),
+            index,
         )
         with self._db.write() as connection:
             if self._resume:
                 return self._replace(connection, entry, values)
             try:
-                connection.execute(
-                    "INSERT INTO nodes (run_id, seq, node_id, hostname, state, error, exit_code,"
-                    " late, row_count, raw_size, digest, codec, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self.run_id, self._seq, entry.node_id, *values),
-                )
+                connection.execute(_INSERT_NODE, (self.run_id, self._seq, entry.node_id, *values))
             except sqlite3.IntegrityError:
                 self._warnings.append(f"node {entry.node_id} answered twice; kept the first")
                 return False
@@ -274,17 +315,12 @@ class RunRecorder:
         if found is None:
             seq = self._seq
             self._seq += 1
-            connection.execute(
-                "INSERT INTO nodes (run_id, seq, node_id, hostname, state, error, exit_code,"
-                " late, row_count, raw_size, digest, codec, data)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.run_id, seq, entry.node_id, *values),
-            )
+            connection.execute(_INSERT_NODE, (self.run_id, seq, entry.node_id, *values))
         else:
             connection.execute(
                 "UPDATE nodes SET hostname = ?, state = ?, error = ?, exit_code = ?, late = ?,"
-                " row_count = ?, raw_size = ?, digest = ?, codec = ?, data = ?"
-                " WHERE run_id = ? AND node_id = ?",
+                " row_count = ?, raw_size = ?, digest = ?, codec = ?, data = ?, unknown = ?,"
+                " row_index = ? WHERE run_id = ? AND node_id = ?",
                 (*values, self.run_id, entry.node_id),
             )
         recount_run(connection, self.run_id)
@@ -309,8 +345,15 @@ class RunRecorder:
                     return
                 status = RunStatus.COMPLETE if reason is None else RunStatus.INCOMPLETE
                 connection.execute(
-                    "UPDATE runs SET status = ?, note = ?, ended_at = ? WHERE run_id = ?",
-                    (status.value, reason, iso(ended_at or self._clock()), self.run_id),
+                    "UPDATE runs SET status = ?, note = ?, ended_at = ?,"
+                    " job_id = COALESCE(?, job_id) WHERE run_id = ?",
+                    (
+                        status.value,
+                        reason,
+                        iso(ended_at or self._clock()),
+                        self._job_id,
+                        self.run_id,
+                    ),
                 )
         except (sqlite3.Error, OSError) as exc:
             self._fail(str(self._db.error(exc, "finish the run")))
@@ -318,6 +361,21 @@ class RunRecorder:
     def _fail(self, reason: str) -> None:
         if self._failure is None:
             self._failure = reason
+
+
+_INSERT_NODE = (
+    "INSERT INTO nodes (run_id, seq, node_id, hostname, state, error, exit_code, late, row_count,"
+    " raw_size, digest, codec, data, unknown, row_index)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The previous run of the same question and scope: its nodes' block digests."""
+
+    run_id: str
+    digests: Mapping[str, bytes]
 
 
 class _Writer:
@@ -341,6 +399,11 @@ class _Writer:
             self._thread.start()
         self._queue.put(job)
 
+    def drain(self) -> None:
+        """Wait until every job submitted so far has run."""
+        if self._thread is not None and not self._closed:
+            self._queue.join()
+
     def close(self) -> None:
         """Wait for every submitted job (idempotent)."""
         if self._closed:
@@ -356,6 +419,8 @@ class _Writer:
                 job()
             except Exception as exc:
                 self._fail(f"recording failed: {type(exc).__name__}: {exc}")
+            finally:
+                self._queue.task_done()
 
 
 def recount_run(connection: sqlite3.Connection, run_id: str) -> None:

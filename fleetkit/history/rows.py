@@ -1,18 +1,24 @@
-"""A node's rows as stored: osqueryi's own row framing, compressed.
+"""A node's rows as stored: osqueryi's own row framing, compressed, with a row index.
 
 The recorder never builds a Python object per row on its fast path. A node's
-rows are one block of bytes: compact JSON objects (keys sorted, string
-values) joined by ``,\\n  `` -- exactly the lines between ``[`` and ``]`` of
-``osqueryi --json`` output, so the engine hands over a slice of what the
-node printed (:meth:`RowBlock.from_osqueryi_output`, after the merge's fast
-path proved the framing) and ``show`` rebuilds the output the merge writer
-read with two concatenations (:func:`as_osqueryi_output`). Per-row ``bytes``
-(compact JSON of the untagged row, keys sorted) or ``dict``s of strings are
-accepted too and joined the same way. Inside a JSON string a raw newline
-cannot occur, so the separator only ever separates rows.
+rows are one block of bytes: compact JSON objects (string values) joined by
+``,\n  `` -- exactly the lines between ``[`` and ``]`` of ``osqueryi --json``
+output. The ask engine's validated rows (:class:`fleetkit.ask.rows.RowData`)
+are the same framing: the adapter in :mod:`fleetkit.ask.record` hands the
+history a window onto what the node printed (a ``memoryview``: no copy, no
+re-encoding, no second parse). ``show`` rebuilds the output the merge writer
+read with two concatenations (:func:`as_osqueryi_output`) and validates it
+again like any node output. Per-row ``bytes`` (compact JSON) or ``dict``s of
+strings are accepted too and joined the same way. Inside a JSON string a raw
+newline cannot occur, so the separator only ever separates rows.
 
 The block is compressed with zstd (level 1: ~500-750 MB/s on one core here,
 ~12x smaller for osquery rows) and stored whole, with a digest.
+
+The row index (:class:`RowIndex`, computed once when the block is recorded)
+holds a fixed-width key per row (CRC-32 and Adler-32 of its bytes) and its
+length, so a diff compares two runs' rows as sets of integers and cuts out
+only the rows that changed; it never splits or hashes unchanged rows again.
 
 Rows are stored **untagged** (no ``nodeID``/``hostname``): the node entry
 carries those, and ``show`` re-tags them through the same writer the run used.
@@ -26,9 +32,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import sys
+import zlib
+from array import array
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from itertools import accumulate, compress, repeat
+from operator import add
 
 import zstandard
 
@@ -42,36 +54,14 @@ SEPARATOR = b",\n  "
 
 @dataclass(frozen=True)
 class RowBlock:
-    """``count`` rows joined by :data:`SEPARATOR`; b"" = no rows."""
+    """``count`` rows joined by :data:`SEPARATOR`; empty = no rows.
 
-    data: bytes
+    ``data`` may be a ``memoryview`` onto a node's output (the recorder
+    compresses and indexes it without copying); blocks read back are bytes.
+    """
+
+    data: bytes | memoryview
     count: int
-
-    @classmethod
-    def from_osqueryi_output(cls, stdout: bytes, start: int, count: int | None = None) -> RowBlock:
-        """The rows of a node's osqueryi output whose JSON array begins at ``start``
-        (after the ``--connect`` banner): one slice, no per-row work.
-
-        For output the merge accepted: its fast path proved the framing and knows
-        ``count``; without ``count`` the line structure is checked here (two
-        counting passes) and ValueError raised when it is not one row per line.
-        """
-        end = len(stdout)
-        while end > start and stdout[end - 1] == 0x0A:  # rstrip without copying the output
-            end -= 1
-        if end - start <= 4 and stdout[start:end] in (b"[\n\n]", b"[]"):
-            return cls(b"", 0)
-        if not stdout.startswith(b"[\n  {", start) or not stdout.endswith(b"}\n]", 0, end):
-            raise ValueError("not osqueryi's one-row-per-line JSON framing")
-        data = stdout[start + 4 : end - 2]
-        if count is not None:
-            return cls(data, count)
-        # Not proven by the caller: every line break must be a row separator (a valid JSON
-        # string holds no raw newline, so this is exactly "one row per line").
-        lines = data.count(b"\n")
-        if data.count(SEPARATOR + b"{") != lines:
-            raise ValueError("not osqueryi's one-row-per-line JSON framing")
-        return cls(data, lines + 1)
 
     @classmethod
     def joined(cls, rows: list[bytes]) -> RowBlock:
@@ -83,13 +73,16 @@ class RowBlock:
             raise ValueError("each row must be one compact JSON object (no newline)")
         return cls(data, len(rows))
 
+    def raw(self) -> bytes:
+        return self.data if isinstance(self.data, bytes) else bytes(self.data)
+
     def lines(self) -> list[bytes]:
         """The rows, each compact JSON bytes."""
-        return self.data.split(SEPARATOR) if self.data else []
+        return self.raw().split(SEPARATOR) if self.data else []
 
     def ndjson(self) -> bytes:
         """One row per line, each line ending with a newline."""
-        return self.data.replace(SEPARATOR, b"\n") + b"\n" if self.data else b""
+        return self.raw().replace(SEPARATOR, b"\n") + b"\n" if self.data else b""
 
 
 def encode_row(row: Mapping[str, str]) -> bytes:
@@ -122,7 +115,8 @@ def guard_redaction(block: RowBlock, columns: AbstractSet[str]) -> tuple[RowBloc
     if not columns or not block.data:
         return block, 0
     needles = [json.dumps(column, ensure_ascii=False).encode("utf-8") + b":" for column in columns]
-    if b"\\u" not in block.data and not any(needle in block.data for needle in needles):
+    suspect = re.compile(b"|".join([re.escape(b"\\u"), *(re.escape(n) for n in needles)]))
+    if suspect.search(block.data) is None:  # a buffer search: a memoryview is not copied
         return block, 0
     replaced = 0
     lines = block.lines()
@@ -137,6 +131,67 @@ def guard_redaction(block: RowBlock, columns: AbstractSet[str]) -> tuple[RowBloc
             lines[index] = encode_row(row)
             replaced += len(live)
     return (RowBlock(SEPARATOR.join(lines), block.count), replaced) if replaced else (block, 0)
+
+
+class RowIndex:
+    """Per row of a block, in recorded order: a 64-bit key and the row's length.
+
+    The key is the row's CRC-32 (low half) and Adler-32 (high half): two
+    independent checksums computed in C, so two different rows of one node
+    share a key with odds of about 2**-64 (and CRC-32 alone already tells
+    apart any two rows of one length that differ within 4 consecutive bytes).
+    Keys are not a defence against a node that crafts its rows: a node
+    chooses what it answers anyway, and rows are only ever compared with the
+    same node's rows. Computing an index splits the block once (~0.5 us a row);
+    a diff then needs only integers, and the bytes of the rows that changed.
+    Stored little-endian: ``R1``, the keys (8 bytes a row), the lengths (4).
+    """
+
+    TAG = b"R1"
+
+    def __init__(self, keys: array[int], lengths: array[int]) -> None:
+        self.keys = keys
+        self.lengths = lengths
+
+    @classmethod
+    def of(cls, block: RowBlock) -> RowIndex:
+        rows = block.lines()
+        pairs = array("I", bytes(8 * len(rows)))
+        pairs[0::2] = array("I", map(zlib.crc32, rows))
+        pairs[1::2] = array("I", map(zlib.adler32, rows))
+        keys = array("Q")
+        keys.frombytes(pairs.tobytes())
+        return cls(keys, array("I", map(len, rows)))
+
+    def to_bytes(self) -> bytes:
+        keys, lengths = array("Q", self.keys), array("I", self.lengths)
+        if sys.byteorder == "big":
+            keys.byteswap()
+            lengths.byteswap()
+        return self.TAG + keys.tobytes() + lengths.tobytes()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, count: int) -> RowIndex:
+        """ValueError when ``blob`` is not the index of ``count`` rows."""
+        if not blob.startswith(cls.TAG) or len(blob) != len(cls.TAG) + 12 * count:
+            raise ValueError(f"row index of {len(blob)} bytes for {count} rows")
+        keys, lengths = array("Q"), array("I")
+        keys.frombytes(blob[2 : 2 + 8 * count])
+        lengths.frombytes(blob[2 + 8 * count :])
+        if sys.byteorder == "big":
+            keys.byteswap()
+            lengths.byteswap()
+        return cls(keys, lengths)
+
+    def cut(self, data: bytes, wanted: Iterable[bool]) -> list[bytes]:
+        """The rows of ``data`` (the block this indexes) whose ``wanted`` flag is true,
+        cut by their lengths; ValueError when the lengths do not tile ``data``."""
+        step = len(SEPARATOR)
+        starts = list(accumulate(map(add, self.lengths, repeat(step)), initial=0))
+        if not self.lengths or starts[-1] - step != len(data):
+            raise ValueError("row index does not match the rows")
+        rows = compress(zip(starts, self.lengths, strict=False), wanted)
+        return [data[start : start + length] for start, length in rows]
 
 
 class Codec:
