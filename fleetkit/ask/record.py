@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import mmap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +60,6 @@ from fleetkit.history import (
 )
 from fleetkit.history import Question as HistoryQuestion
 from fleetkit.history.rows import SEPARATOR
-from fleetkit.history.s3layout import open_mirror
 from fleetkit.runtime import Runtime
 
 #: A node's state in the history, from the engine's status (OK splits by rows).
@@ -78,7 +78,9 @@ def row_block(data: RowData) -> RowBlock:
     """A node's validated rows as a history block, without re-encoding them.
 
     Framed rows are the region ``  {...},\\n  {...}`` of what the node printed:
-    the block is that region after its first two spaces. Re-encoded rows are
+    the block is that region after its first two spaces, as a ``memoryview``
+    onto the node's bytes, or onto a read-only mapping of the file they were
+    spooled to (a read when the file cannot be mapped). Re-encoded rows are
     compact JSON lines: the same rows, joined by the block's separator.
     """
     if not data.has_rows:
@@ -89,8 +91,13 @@ def row_block(data: RowData) -> RowBlock:
         if isinstance(blob, bytes):
             return RowBlock(memoryview(blob)[data.start + 2 : data.end], count)
         handle, offset, _ = blob
-        handle.seek(offset + data.start + 2)
-        return RowBlock(handle.read(data.end - data.start - 2), count)
+        first, last = offset + data.start + 2, offset + data.end
+        try:
+            mapped = mmap.mmap(handle.fileno(), last, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # not a real file (SpooledTemporaryFile in memory)
+            handle.seek(first)
+            return RowBlock(handle.read(last - first), count)
+        return RowBlock(memoryview(mapped)[first:last], count)
     lines = read_blob(data.blob)
     return RowBlock(lines[:-1].replace(b"\n", SEPARATOR), data.count)
 
@@ -189,7 +196,11 @@ class Recording:
         redacted = frozenset(settings.query.redact_columns)
         if not enabled:
             return cls(rt.env, None, redacted)
-        mirror = open_mirror(settings.history, settings.query.s3, rt.env.environ)
+        mirror = None
+        if settings.history.store == "s3":  # boto3 is slow to import: only when needed
+            from fleetkit.history.s3layout import open_mirror
+
+            mirror = open_mirror(settings.history, settings.query.s3, rt.env.environ)
         try:
             history = open_history(settings.history, mirror=mirror)
         except HistoryError:

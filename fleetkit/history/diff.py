@@ -20,23 +20,20 @@ Semantics, decided here:
 
 Speed: every node entry carries a digest of its stored rows; equal digests
 settle a node without reading its rows, so an unchanged fleet costs one
-query of digests. A node whose rows changed is compared by its row index
-(:class:`~fleetkit.history.rows.RowIndex`, computed once when it was
-recorded): the two runs' row keys as sets of integers, so unchanged rows are
-never split, hashed or compared again; only a side that lost or gained rows
-is decompressed, and only those rows are cut out of it. Rows sharing a key
-are taken as equal (two different rows of one node share a 64-bit key with
-odds of about 2**-64). A node recorded without an index (or with one that
-does not match its rows) is compared row by row, as multisets of bytes.
-Memory is bounded by one node's rows from each run.
+query of digests. A node whose rows changed since the previous run of the
+same question and scope had its changes computed when it was recorded
+(:mod:`~fleetkit.history.baseline`): the diff of those two runs reads them.
+Any other pair of blocks is decompressed (on a worker thread, one node
+ahead) and compared as multisets of row bytes
+(:func:`~fleetkit.history.rows.row_changes`). Memory is bounded by one
+node's rows from each run.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +41,7 @@ from typing import Any
 from fleetkit.history.errors import HistoryError
 from fleetkit.history.model import NodeEntry, NodeState, RunSummary
 from fleetkit.history.reader import RunReader
-from fleetkit.history.rows import RowIndex
+from fleetkit.history.rows import row_changes
 
 ADDED = "added"
 REMOVED = "removed"
@@ -117,7 +114,10 @@ class RunDiff:
     appeared: list[NodeChange] = field(default_factory=list)
     disappeared: list[NodeChange] = field(default_factory=list)
     _reader: RunReader | None = field(default=None, repr=False)
-    _pairs: list[tuple[NodeEntry, NodeEntry]] = field(default_factory=list, repr=False)
+    #: Nodes to compare: (entry before, entry after, digest of the rows before).
+    _pairs: list[tuple[NodeEntry, NodeEntry, bytes | None]] = field(
+        default_factory=list, repr=False
+    )
 
     @classmethod
     def between(cls, reader: RunReader, before: RunSummary, after: RunSummary) -> RunDiff:
@@ -135,7 +135,7 @@ class RunDiff:
             elif entry.state.answered and previous is not None:
                 same = digest is not None and digest == previous[1]
                 if (entry.row_count or previous[0].row_count) and not same:
-                    diff._pairs.append((previous[0], entry))
+                    diff._pairs.append((previous[0], entry, previous[1]))
         for node_id, (entry, _) in old.items():
             if node_id not in new and entry.state.answered:
                 diff.disappeared.append(_node_change(DISAPPEARED, (entry, None), None))
@@ -155,20 +155,17 @@ class RunDiff:
                     pending = pool.submit(self._compare, pairs[index + 1])
                 yield from found
 
-    def _compare(self, pair: tuple[NodeEntry, NodeEntry]) -> list[RowChange]:
+    def _compare(self, pair: tuple[NodeEntry, NodeEntry, bytes | None]) -> list[RowChange]:
         reader = self._reader
         assert reader is not None
-        old, new = pair
+        old, new, old_digest = pair
         before, after = self.before.run_id, self.after.run_id
-        index_a, index_b = reader.row_index(before, old), reader.row_index(after, new)
-        if index_a is not None and index_b is not None:
-            try:
-                return indexed_changes(reader, (before, old, index_a), (after, new, index_b))
-            except ValueError:
-                pass  # an index that does not tile its rows: compare the rows themselves
+        known = reader.node_changes(after, new.node_id)
+        if known is not None and (known.base_run_id, known.base_digest) == (before, old_digest):
+            return events(new, known.removed, known.added)  # computed when it was recorded
         lines_a = reader.node_block(before, old.node_id).lines()
         lines_b = reader.node_block(after, new.node_id).lines()
-        return list(node_changes(new.node_id, new.hostname, lines_a, lines_b))
+        return events(new, *row_changes(lines_a, lines_b))
 
     def node_events(self) -> list[NodeChange]:
         return [*self.appeared, *self.disappeared]
@@ -176,77 +173,18 @@ class RunDiff:
 
 def node_changes(
     node_id: str, hostname: str, before: list[bytes], after: list[bytes]
-) -> Iterator[RowChange]:
-    """Multiset difference of one node's rows, in recorded order.
-
-    Sets do the work in C; rows repeated within a node (rare: osquery rows
-    usually differ in some column) take the counting path.
-    """
-    old, new = set(before), set(after)
-    if len(old) != len(before) or len(new) != len(after):
-        yield from _counted_changes(node_id, hostname, before, after)
-        return
-    removed, added = old - new, new - old
-    if removed:
-        for row in [row for row in before if row in removed]:
-            yield RowChange(REMOVED, node_id, hostname, row)
-    if added:
-        for row in [row for row in after if row in added]:
-            yield RowChange(ADDED, node_id, hostname, row)
+) -> list[RowChange]:
+    """One node's row events from its rows before and after (see :func:`row_changes`)."""
+    entry = NodeEntry(node_id, hostname, NodeState.ROWS, len(after))
+    return events(entry, *row_changes(before, after))
 
 
-#: One side of an indexed comparison: the run, the node's entry in it, its row index.
-Side = tuple[str, NodeEntry, RowIndex]
-
-
-def indexed_changes(reader: RunReader, old: Side, new: Side) -> list[RowChange]:
-    """:func:`node_changes` on row keys: the rows' bytes are read only for the rows whose
-    keys are not on both sides (ValueError when an index does not match its rows)."""
-    (run_a, entry_a, index_a), (run_b, entry, index_b) = old, new
-    keys_a, keys_b = index_a.keys, index_b.keys
-    set_a, set_b = set(keys_a), set(keys_b)
-    if len(set_a) == len(keys_a) and len(set_b) == len(keys_b):
-        if set_a == set_b:
-            return []
-        gone, fresh = set_a - set_b, set_b - set_a
-        want_a: Iterable[bool] = map(gone.__contains__, keys_a)
-        want_b: Iterable[bool] = map(fresh.__contains__, keys_b)
-    else:  # a key repeated within a node: multisets
-        count_a, count_b = Counter(keys_a), Counter(keys_b)
-        if count_a == count_b:
-            return []
-        gone, fresh = set(count_a - count_b), set(count_b - count_a)
-        want_a, want_b = _first(keys_a, count_a - count_b), _first(keys_b, count_b - count_a)
-    removed = index_a.cut(reader.node_block(run_a, entry_a.node_id).raw(), want_a) if gone else []
-    added = index_b.cut(reader.node_block(run_b, entry.node_id).raw(), want_b) if fresh else []
+def events(entry: NodeEntry, removed: list[bytes], added: list[bytes]) -> list[RowChange]:
+    """Removed rows first, then added ones (each side in its recorded order)."""
     return [
         *(RowChange(REMOVED, entry.node_id, entry.hostname, row) for row in removed),
         *(RowChange(ADDED, entry.node_id, entry.hostname, row) for row in added),
     ]
-
-
-def _first(keys: Iterable[int], pending: Counter[int]) -> list[bool]:
-    """Flags marking, in order, the first ``pending[key]`` occurrences of each key."""
-    flags = []
-    for key in keys:
-        take = pending.get(key, 0) > 0
-        if take:
-            pending[key] -= 1
-        flags.append(take)
-    return flags
-
-
-def _counted_changes(
-    node_id: str, hostname: str, before: list[bytes], after: list[bytes]
-) -> Iterator[RowChange]:
-    old, new = Counter(before), Counter(after)
-    if old == new:
-        return
-    for action, rows, pending in ((REMOVED, before, old - new), (ADDED, after, new - old)):
-        for row in rows:
-            if pending.get(row):
-                pending[row] -= 1
-                yield RowChange(action, node_id, hostname, row)
 
 
 @functools.lru_cache(maxsize=64)

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+from fleetkit.history.baseline import NodeChanges
 from fleetkit.history.database import Database
 from fleetkit.history.errors import HistoryError, UnknownRunError
 from fleetkit.history.model import (
@@ -24,7 +25,7 @@ from fleetkit.history.model import (
     RunStatus,
     RunSummary,
 )
-from fleetkit.history.rows import Codec, RowBlock, RowIndex
+from fleetkit.history.rows import Codec, RowBlock
 
 _RUN_COLUMNS = (
     "run_id, kind, question, pack, scope, transport, job_id, started_at, ended_at, status, note,"
@@ -167,16 +168,18 @@ class RunReader:
             )
         }
 
-    def row_index(self, run_id: str, entry: NodeEntry) -> RowIndex | None:
-        """The node's row index (None: recorded without one, or unreadable -- the
-        diff then compares the rows themselves)."""
+    def node_changes(self, run_id: str, node_id: str) -> NodeChanges | None:
+        """The node's changes since its baseline, as computed when it was recorded (None:
+        none were, or they do not read back -- the diff then computes them)."""
         rows = self._query(
-            "SELECT row_index FROM nodes WHERE run_id = ? AND node_id = ?", [run_id, entry.node_id]
+            "SELECT base_run_id, base_digest, removed, removed_size, added, added_size"
+            " FROM node_changes WHERE run_id = ? AND node_id = ?",
+            [run_id, node_id],
         )
-        if not rows or not isinstance(rows[0][0], bytes):
+        if not rows:
             return None
         try:
-            return RowIndex.from_bytes(rows[0][0], entry.row_count)
+            return NodeChanges.unpacked(tuple(rows[0]), self._codec)
         except ValueError:
             return None
 

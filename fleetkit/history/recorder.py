@@ -11,12 +11,14 @@ merged output, then exits 1. Programming errors (an unknown status, rows that
 are not JSON objects) still raise ``ValueError``.
 
 Each node is one short write transaction: its entry (rows compressed as one
-block, with the block's row index) and the run's counters. They are written
-by one background thread while the caller merges the next nodes (zstd and
-SQLite release the GIL), at most a few nodes behind, so memory stays bounded;
+block), its changes since the previous run and the run's counters. They are
+written by one background thread while the caller merges the next nodes
+(zstd and SQLite release the GIL), at most a few nodes behind, so memory
+stays bounded;
 ``finish`` waits for it. A node whose rows are byte for byte what it answered
 in the previous run of the same question and scope (equal block digests)
-takes that run's row index instead of computing it again.
+costs nothing more; any other node's changes since that run are computed
+once, there, while its rows are at hand (:mod:`~fleetkit.history.baseline`).
 
 What the engine hands over, and when: each node's validated rows (see
 :mod:`fleetkit.ask.record`), already redacted -- ``redact_columns`` is checked
@@ -27,15 +29,14 @@ that failed one of them: they are kept, and the node counts as failed.
 
 from __future__ import annotations
 
-import queue
+import contextlib
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol
 
+from fleetkit.history.baseline import Baseline, NodeChanges, Previous
 from fleetkit.history.database import Database
 from fleetkit.history.model import (
     NodeEntry,
@@ -46,7 +47,8 @@ from fleetkit.history.model import (
     parse_state,
 )
 from fleetkit.history.policy import PolicyVerdict, checked_verdicts, insert_verdicts
-from fleetkit.history.rows import Codec, RowBlock, RowIndex, guard_redaction, to_block
+from fleetkit.history.rows import Codec, RowBlock, guard_redaction, to_block
+from fleetkit.history.writer import Writer, recount_run
 
 #: Longest error text kept per node (it came from a node: bounded).
 ERROR_LIMIT = 4000
@@ -103,8 +105,8 @@ class RunRecorder:
         self._finished: RecordOutcome | None = None
         self._job_id: str | None = None
         self._seq = self._next_seq() if resume else 0
-        self._previous = previous
-        self._writer = _Writer(self._fail)
+        self._baseline = Baseline(database.connection, self._codec, previous)
+        self._writer = Writer(self._fail)
 
     # ------------------------------------------------------------------ recording
 
@@ -163,9 +165,11 @@ class RunRecorder:
         if self._failure is not None:
             return
         packed, digest = self._codec.pack(block)
+        changes = self._baseline.changes(entry.node_id, block, digest)
         try:
-            index = self._row_index(entry, block, digest)
-            stored = self._store(entry, block, packed, digest, index)
+            stored = self._store(entry, block, packed, digest)
+            if stored and changes is not None:
+                self._store_changes(entry.node_id, changes)
         except (sqlite3.Error, OSError) as exc:
             self._fail(str(self._db.error(exc, f"record node {entry.node_id}")))
             return
@@ -247,27 +251,12 @@ class RunRecorder:
 
     # ------------------------------------------------------------------ storage
 
-    def _row_index(self, entry: NodeEntry, block: RowBlock, digest: bytes) -> bytes | None:
-        """The block's row index: the previous run's when the rows are the same bytes."""
-        if not block.count:
-            return None
-        previous = self._previous
-        if previous is not None and previous.digests.get(entry.node_id) == digest:
-            found = self._db.connection.execute(
-                "SELECT row_index FROM nodes WHERE run_id = ? AND node_id = ?",
-                (previous.run_id, entry.node_id),
-            ).fetchone()
-            if found is not None and isinstance(found[0], bytes):
-                return found[0]
-        return RowIndex.of(block).to_bytes()
-
     def _store(
         self,
         entry: NodeEntry,
         block: RowBlock,
         packed: bytes,
         digest: bytes,
-        index: bytes | None,
     ) -> bool:
         values = (
             entry.hostname,
@@ -281,7 +270,6 @@ class RunRecorder:
             "zstd" if packed else None,
             packed or None,
             int(entry.unknown),
-            index,
         )
         with self._db.write() as connection:
             if self._resume:
@@ -299,6 +287,15 @@ class RunRecorder:
             )
         self._seq += 1
         return True
+
+    def _store_changes(self, node_id: str, changes: NodeChanges) -> None:
+        """Best effort: without them a diff computes the changes itself."""
+        with contextlib.suppress(sqlite3.Error), self._db.write() as connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO node_changes (run_id, node_id, base_run_id, base_digest,"
+                " removed, removed_size, added, added_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.run_id, node_id, *changes.packed(self._codec)),
+            )
 
     def _replace(
         self, connection: sqlite3.Connection, entry: NodeEntry, values: tuple[object, ...]
@@ -319,10 +316,15 @@ class RunRecorder:
         else:
             connection.execute(
                 "UPDATE nodes SET hostname = ?, state = ?, error = ?, exit_code = ?, late = ?,"
-                " row_count = ?, raw_size = ?, digest = ?, codec = ?, data = ?, unknown = ?,"
-                " row_index = ? WHERE run_id = ? AND node_id = ?",
+                " row_count = ?, raw_size = ?, digest = ?, codec = ?, data = ?, unknown = ?"
+                " WHERE run_id = ? AND node_id = ?",
                 (*values, self.run_id, entry.node_id),
             )
+        # Changes computed against the entry it replaces (or from it) no longer hold.
+        connection.execute(
+            "DELETE FROM node_changes WHERE node_id = ? AND (run_id = ? OR base_run_id = ?)",
+            (entry.node_id, self.run_id, self.run_id),
+        )
         recount_run(connection, self.run_id)
         return True
 
@@ -365,78 +367,6 @@ class RunRecorder:
 
 _INSERT_NODE = (
     "INSERT INTO nodes (run_id, seq, node_id, hostname, state, error, exit_code, late, row_count,"
-    " raw_size, digest, codec, data, unknown, row_index)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " raw_size, digest, codec, data, unknown)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-@dataclass(frozen=True)
-class Previous:
-    """The previous run of the same question and scope: its nodes' block digests."""
-
-    run_id: str
-    digests: Mapping[str, bytes]
-
-
-class _Writer:
-    """One thread that stores nodes while the caller merges the next ones.
-
-    At most ``depth`` nodes wait (memory stays bounded by a few nodes' rows);
-    ``submit`` blocks when the writer is behind. Jobs report their own
-    failures; anything unexpected is recorded through ``fail`` and the
-    thread keeps draining, so a caller can never block on a dead writer.
-    """
-
-    def __init__(self, fail: Callable[[str], None], depth: int = 4) -> None:
-        self._fail = fail
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def submit(self, job: Callable[[], None]) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
-            self._thread.start()
-        self._queue.put(job)
-
-    def drain(self) -> None:
-        """Wait until every job submitted so far has run."""
-        if self._thread is not None and not self._closed:
-            self._queue.join()
-
-    def close(self) -> None:
-        """Wait for every submitted job (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-
-    def _run(self) -> None:
-        while (job := self._queue.get()) is not None:
-            try:
-                job()
-            except Exception as exc:
-                self._fail(f"recording failed: {type(exc).__name__}: {exc}")
-            finally:
-                self._queue.task_done()
-
-
-def recount_run(connection: sqlite3.Connection, run_id: str) -> None:
-    """The run's coverage counters from its node entries (after late answers)."""
-    counts = {state: 0 for state in NodeState}
-    rows = late = 0
-    for state, count, row_sum, late_sum in connection.execute(
-        "SELECT state, COUNT(*), SUM(row_count), SUM(late) FROM nodes WHERE run_id = ?"
-        " GROUP BY state",
-        (run_id,),
-    ):
-        counts[NodeState(state)] = count
-        rows += row_sum or 0
-        late += late_sum or 0
-    connection.execute(
-        "UPDATE runs SET n_rows = ?, n_empty = ?, n_failed = ?, n_timed_out = ?, n_missing = ?,"
-        " n_excluded = ?, row_count = ?, late_nodes = ? WHERE run_id = ?",
-        (*(counts[state] for state in NodeState), rows, late, run_id),
-    )

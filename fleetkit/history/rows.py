@@ -1,4 +1,4 @@
-"""A node's rows as stored: osqueryi's own row framing, compressed, with a row index.
+"""A node's rows as stored: osqueryi's own row framing, compressed.
 
 The recorder never builds a Python object per row on its fast path. A node's
 rows are one block of bytes: compact JSON objects (string values) joined by
@@ -15,10 +15,7 @@ newline cannot occur, so the separator only ever separates rows.
 The block is compressed with zstd (level 1: ~500-750 MB/s on one core here,
 ~12x smaller for osquery rows) and stored whole, with a digest.
 
-The row index (:class:`RowIndex`, computed once when the block is recorded)
-holds a fixed-width key per row (CRC-32 and Adler-32 of its bytes) and its
-length, so a diff compares two runs' rows as sets of integers and cuts out
-only the rows that changed; it never splits or hashes unchanged rows again.
+Two runs' rows compare as multisets of these bytes (:func:`row_changes`).
 
 Rows are stored **untagged** (no ``nodeID``/``hostname``): the node entry
 carries those, and ``show`` re-tags them through the same writer the run used.
@@ -33,14 +30,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
-import zlib
-from array import array
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from itertools import accumulate, compress, repeat
-from operator import add
 
 import zstandard
 
@@ -133,65 +126,32 @@ def guard_redaction(block: RowBlock, columns: AbstractSet[str]) -> tuple[RowBloc
     return (RowBlock(SEPARATOR.join(lines), block.count), replaced) if replaced else (block, 0)
 
 
-class RowIndex:
-    """Per row of a block, in recorded order: a 64-bit key and the row's length.
+def row_changes(before: list[bytes], after: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """(rows removed, rows added) from ``before`` to ``after``, as multisets of bytes,
+    each in its side's order; identical rows in another order are no change.
 
-    The key is the row's CRC-32 (low half) and Adler-32 (high half): two
-    independent checksums computed in C, so two different rows of one node
-    share a key with odds of about 2**-64 (and CRC-32 alone already tells
-    apart any two rows of one length that differ within 4 consecutive bytes).
-    Keys are not a defence against a node that crafts its rows: a node
-    chooses what it answers anyway, and rows are only ever compared with the
-    same node's rows. Computing an index splits the block once (~0.5 us a row);
-    a diff then needs only integers, and the bytes of the rows that changed.
-    Stored little-endian: ``R1``, the keys (8 bytes a row), the lengths (4).
+    Sets do the work in C (each row hashed once, compared byte for byte only on
+    a hash match: exact); rows repeated within a node (rare: osquery rows
+    usually differ in some column) take the counting path.
     """
+    old, new = set(before), set(after)
+    if len(old) == len(before) and len(new) == len(after):
+        if old == new:
+            return [], []
+        gone, fresh = old - new, new - old
+        return list(filter(gone.__contains__, before)), list(filter(fresh.__contains__, after))
+    counted_old, counted_new = Counter(before), Counter(after)
+    return _first(before, counted_old - counted_new), _first(after, counted_new - counted_old)
 
-    TAG = b"R1"
 
-    def __init__(self, keys: array[int], lengths: array[int]) -> None:
-        self.keys = keys
-        self.lengths = lengths
-
-    @classmethod
-    def of(cls, block: RowBlock) -> RowIndex:
-        rows = block.lines()
-        pairs = array("I", bytes(8 * len(rows)))
-        pairs[0::2] = array("I", map(zlib.crc32, rows))
-        pairs[1::2] = array("I", map(zlib.adler32, rows))
-        keys = array("Q")
-        keys.frombytes(pairs.tobytes())
-        return cls(keys, array("I", map(len, rows)))
-
-    def to_bytes(self) -> bytes:
-        keys, lengths = array("Q", self.keys), array("I", self.lengths)
-        if sys.byteorder == "big":
-            keys.byteswap()
-            lengths.byteswap()
-        return self.TAG + keys.tobytes() + lengths.tobytes()
-
-    @classmethod
-    def from_bytes(cls, blob: bytes, count: int) -> RowIndex:
-        """ValueError when ``blob`` is not the index of ``count`` rows."""
-        if not blob.startswith(cls.TAG) or len(blob) != len(cls.TAG) + 12 * count:
-            raise ValueError(f"row index of {len(blob)} bytes for {count} rows")
-        keys, lengths = array("Q"), array("I")
-        keys.frombytes(blob[2 : 2 + 8 * count])
-        lengths.frombytes(blob[2 + 8 * count :])
-        if sys.byteorder == "big":
-            keys.byteswap()
-            lengths.byteswap()
-        return cls(keys, lengths)
-
-    def cut(self, data: bytes, wanted: Iterable[bool]) -> list[bytes]:
-        """The rows of ``data`` (the block this indexes) whose ``wanted`` flag is true,
-        cut by their lengths; ValueError when the lengths do not tile ``data``."""
-        step = len(SEPARATOR)
-        starts = list(accumulate(map(add, self.lengths, repeat(step)), initial=0))
-        if not self.lengths or starts[-1] - step != len(data):
-            raise ValueError("row index does not match the rows")
-        rows = compress(zip(starts, self.lengths, strict=False), wanted)
-        return [data[start : start + length] for start, length in rows]
+def _first(rows: list[bytes], pending: Counter[bytes]) -> list[bytes]:
+    """The first ``pending[row]`` occurrences of each row, in order."""
+    taken = []
+    for row in rows:
+        if pending.get(row, 0) > 0:
+            pending[row] -= 1
+            taken.append(row)
+    return taken
 
 
 class Codec:

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from fleetkit.foundation.history_settings import HistorySettings
+from fleetkit.history.baseline import Previous
 from fleetkit.history.database import Database, open_database
 from fleetkit.history.diff import RunDiff
 from fleetkit.history.errors import DiffMismatchError, HistoryError, UnknownRunError
@@ -41,7 +42,7 @@ from fleetkit.history.model import (
 )
 from fleetkit.history.policy import PolicyState, RecordedVerdict, policy_states, verdict_history
 from fleetkit.history.reader import RunReader
-from fleetkit.history.recorder import Mirror, Previous, RunRecorder
+from fleetkit.history.recorder import Mirror, RunRecorder
 from fleetkit.history.rows import RowBlock
 
 #: Scope keys that do not change what is asked (so they do not split "same question").
@@ -142,8 +143,8 @@ class History:
         )
 
     def _previous(self, run_id: str) -> Previous | None:
-        """The run before ``run_id`` of the same question and scope, with its block digests
-        (a node that answered the same bytes again reuses that run's row index)."""
+        """The run before ``run_id`` of the same question and scope, with its block digests:
+        the baseline each node's changes are computed against (see baseline.py)."""
         try:
             before = self.reader.neighbour(self.get_run(run_id), later=False)
             if before is None:
