@@ -1,4 +1,4 @@
-"""Fleet runs into the history: one :class:`Recording` per command run, and coverage.
+"""Fleet runs into the history: one :class:`Recording` per command run.
 
 Every command that asks the fleet records through this module (query, policy,
 hunt, ``query --retry-missing``; a scheduled pack run too), so a run is
@@ -10,7 +10,9 @@ recorded the same way whoever asked:
     answer = engine.ask(question, scope)                         # the fleet
     write_answer(answer, fmt, ..., after_node=recording.add_answer_node)
     recording.add_answer(answer)                                 # the nodes not merged
-    outcome = recording.finish(job_id=answer.job_id)             # never raises
+    recording.finish(job_id=answer.job_id)                       # never raises
+    ...                                                          # the closing summary
+    return recording.conclude(coverage, min_coverage, status)    # coverage, run id, exit
 
 **One representation of rows.** A node's validated rows
 (:class:`~fleetkit.ask.rows.RowData`) and a history block
@@ -22,29 +24,23 @@ parse: validation already proved the framing), or one read of the rows'
 region from a spooled file; rows validation re-encoded are joined with one
 ``replace``. Nothing here looks at the framing again.
 
-Coverage: each node of a run is answered with rows, answered empty, failed,
-timed out, missing or excluded (:class:`~fleetkit.history.Coverage`). The
-closing summary of every run says so, and ``--min-coverage PCT`` turns a run
-in which fewer nodes answered into exit 1 (what was obtained is still
-delivered). Coverage is counted from the answers, so ``--no-history`` runs
-report it too.
+Coverage and the exit status it decides: :mod:`fleetkit.ask.coverage`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import mmap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetkit.ask.answer import FleetAnswer, NodeResult, NodeStatus
-from fleetkit.ask.engine import Asker
+from fleetkit.ask.answer import FleetAnswer, NodeResult
+from fleetkit.ask.coverage import coverage_line, coverage_status, node_state, worst
 from fleetkit.ask.rows import RowData, read_blob
-from fleetkit.ask.scope import Question, Scope
+from fleetkit.ask.scope import Scope
 from fleetkit.foundation.environment import Environment
-from fleetkit.foundation.status import ExitStatus, UsageError
+from fleetkit.foundation.status import ExitStatus
 from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.history import (
     Coverage,
@@ -61,15 +57,6 @@ from fleetkit.history import (
 from fleetkit.history import Question as HistoryQuestion
 from fleetkit.history.rows import SEPARATOR
 from fleetkit.runtime import Runtime
-
-#: A node's state in the history, from the engine's status (OK splits by rows).
-_STATES = {
-    NodeStatus.FAILED: NodeState.FAILED,
-    NodeStatus.TIMED_OUT: NodeState.TIMED_OUT,
-    NodeStatus.MISSING: NodeState.MISSING,
-    NodeStatus.EXCLUDED: NodeState.EXCLUDED,
-}
-
 
 # --------------------------------------------------------------------------- rows
 
@@ -100,61 +87,6 @@ def row_block(data: RowData) -> RowBlock:
         return RowBlock(memoryview(mapped)[first:last], count)
     lines = read_blob(data.blob)
     return RowBlock(lines[:-1].replace(b"\n", SEPARATOR), data.count)
-
-
-def node_state(node: NodeResult) -> NodeState:
-    if node.ok:
-        return NodeState.ROWS if node.has_rows else NodeState.EMPTY
-    return _STATES[node.status]
-
-
-# --------------------------------------------------------------------------- coverage
-
-
-def coverage_of(states: Mapping[str, NodeState]) -> Coverage:
-    """How many nodes ended in each state (``states``: node ID -> state)."""
-    counts = {state: 0 for state in NodeState}
-    for state in states.values():
-        counts[state] += 1
-    return Coverage(*(counts[state] for state in NodeState))
-
-
-def answer_states(answer: FleetAnswer) -> dict[str, NodeState]:
-    return {node.node_id: node_state(node) for node in answer.nodes}
-
-
-def coverage_line(coverage: Coverage) -> str:
-    """The closing summary's coverage line (every run, recorded or not)."""
-    return (
-        f"coverage: {coverage.answered}/{coverage.asked} nodes answered "
-        f"({coverage.percent:.0f}%): {coverage.rows} with rows, {coverage.empty} empty, "
-        f"{coverage.failed} failed, {coverage.timed_out} timed out, {coverage.missing} missing"
-        + (f"; {coverage.excluded} excluded" if coverage.excluded else "")
-    )
-
-
-def check_min_coverage(value: str | float | None) -> float | None:
-    """``--min-coverage PCT``: a percentage from 0 to 100 (bad input: exit 2, nothing asked)."""
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not 0 <= number <= 100:
-        raise UsageError(f"must be a percentage from 0 to 100, got {value!r}", key="--min-coverage")
-    return number
-
-
-def coverage_status(env: Environment, coverage: Coverage, minimum: float | None) -> ExitStatus:
-    """FAILURE when fewer nodes answered than ``--min-coverage`` asks (said on stderr)."""
-    if minimum is None or coverage.percent >= minimum:
-        return ExitStatus.SUCCESS
-    env.say(
-        f"coverage {coverage.percent:.0f}% is below --min-coverage {minimum:g}% "
-        f"({coverage.answered} of {coverage.asked} nodes answered) (exit 1)"
-    )
-    return ExitStatus.FAILURE
 
 
 # --------------------------------------------------------------------------- recording
@@ -327,6 +259,14 @@ class Recording:
                 )
             )
 
+    def conclude(self, coverage: Coverage, minimum: float | None, status: ExitStatus) -> ExitStatus:
+        """The closing summary's last lines -- the run's coverage, where it was recorded --
+        and the exit status they decide with the command's own ``status``."""
+        self.env.say(coverage_line(coverage))
+        below = coverage_status(self.env, coverage, minimum)
+        self.report()
+        return worst(status, below, self.status())
+
     def status(self) -> ExitStatus:
         """FAILURE when the recording could not be completed."""
         if self.outcome is not None and not self.outcome.complete:
@@ -351,70 +291,3 @@ class Recording:
 
     def __exit__(self, kind: object, value: BaseException | None, traceback: object) -> None:
         self.close(value)
-
-
-@dataclass(frozen=True)
-class Seen:
-    """A node as a run that asks several questions saw it (its first failure wins)."""
-
-    hostname: str
-    state: NodeState
-    error: str | None = None
-    unknown: bool = False
-
-
-@dataclass
-class Tally:
-    """Every node's state over all the answers of one run (policy, hunt): a node answered
-    only if it answered every question it was asked."""
-
-    nodes: dict[str, Seen] = field(default_factory=dict)
-    job_ids: list[str] = field(default_factory=list)
-
-    def add(self, answer: FleetAnswer) -> None:
-        if answer.job_id:
-            self.job_ids.append(answer.job_id)
-        for node in answer.nodes:
-            seen = self.nodes.get(node.node_id)
-            if seen is None or (seen.state.answered and not node.ok):
-                state = NodeState.ROWS if node.ok else node_state(node)
-                self.nodes[node.node_id] = Seen(node.hostname, state, node.error, node.unknown)
-
-    def wrap(self, ask: Asker) -> Asker:
-        def asking(question: Question, scope: Scope) -> FleetAnswer:
-            answer = ask(question, scope)
-            self.add(answer)
-            return answer
-
-        return asking
-
-    @property
-    def job_id(self) -> str | None:
-        """The run's jobs, for the history's ``job_id`` (several: comma-separated)."""
-        return ",".join(self.job_ids)[:1000] or None
-
-    def record(self, recording: Recording, rows: Mapping[str, list[bytes]]) -> dict[str, NodeState]:
-        """Record every node with its rows; returns the states coverage counts."""
-        states = {}
-        for node_id in sorted(self.nodes):
-            seen = self.nodes[node_id]
-            mine = rows.get(node_id, [])
-            state = seen.state
-            if state.answered:
-                state = NodeState.ROWS if mine else NodeState.EMPTY
-            states[node_id] = state
-            recording.add_node(
-                node_id=node_id,
-                hostname=seen.hostname,
-                state=state,
-                rows=mine,
-                error=seen.error,
-                unknown=seen.unknown,
-            )
-        return states
-
-
-def worst(*statuses: ExitStatus) -> ExitStatus:
-    """The exit status that says most: findings (3) over failures (1) over success."""
-    order = (ExitStatus.FINDINGS, ExitStatus.FAILURE, ExitStatus.SUCCESS)
-    return next((s for s in order if s in statuses), ExitStatus.SUCCESS)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleetkit.ask.changes import summarize_diff, write_diff
-from fleetkit.ask.record import coverage_line
+from fleetkit.ask.coverage import coverage_line
 from fleetkit.ask.replay import write_run
 from fleetkit.foundation.output import (
     CLOSED_EARLY,

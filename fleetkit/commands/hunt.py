@@ -29,17 +29,10 @@ inventory are left out and named.
 
 from __future__ import annotations
 
+from fleetkit.ask.coverage import Tally, check_min_coverage, coverage_of
 from fleetkit.ask.engine import Asker, Engine
 from fleetkit.ask.hunts import build_batches, exit_status_for_hunt, hunt_fleet, plan_targets
-from fleetkit.ask.record import (
-    Recording,
-    Tally,
-    check_min_coverage,
-    coverage_line,
-    coverage_of,
-    coverage_status,
-    worst,
-)
+from fleetkit.ask.record import Recording
 from fleetkit.ask.rows import dump_row
 from fleetkit.ask.scope import parse_scope
 from fleetkit.ask.views import NodeRows, hunt_rows, render_hunt
@@ -165,11 +158,4 @@ def run(
             rt.env.say("nothing found on the nodes that answered; the fleet is NOT proven clean")
         else:
             rt.env.say(f"clean: nothing found on {len(result.answered)} node(s)")
-        coverage = coverage_of(states)
-        rt.env.say(coverage_line(coverage))
-        recording.report()
-        return worst(
-            exit_status_for_hunt(result),
-            coverage_status(rt.env, coverage, minimum),
-            recording.status(),
-        )
+        return recording.conclude(coverage_of(states), minimum, exit_status_for_hunt(result))

@@ -33,23 +33,15 @@ stderr.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fleetkit.ask.answer import FleetAnswer
+from fleetkit.ask.coverage import Tally, check_min_coverage, coverage_of, optional_number
 from fleetkit.ask.engine import Asker, Engine
 from fleetkit.ask.packs import Pack, Policy, default_pack_files, load_pack, load_packs
-from fleetkit.ask.record import (
-    Recording,
-    Tally,
-    check_min_coverage,
-    coverage_line,
-    coverage_of,
-    coverage_status,
-    worst,
-)
+from fleetkit.ask.record import Recording
 from fleetkit.ask.rows import dump_row
 from fleetkit.ask.scope import Question, Scope, parse_scope
 from fleetkit.ask.verdicts import HostVerdict, Verdict, evaluate_policy, exit_status_for_verdicts
@@ -132,14 +124,11 @@ class Strangers:
 
 def check_grace(value: str | float | None) -> float | None:
     """``--grace DAYS``: a positive number of days (bad input: exit 2, nothing asked)."""
-    if value is None or value == "":
-        return None
-    try:
-        days = float(value)
-    except ValueError:
-        days = math.nan
-    if not (math.isfinite(days) and days > 0):
-        raise UsageError(f"must be a positive number of days, got {value!r}", key="--grace")
+    days = optional_number(
+        value, key="--grace", low=0, high=36500, expected="a number of days from 0 to 36500"
+    )
+    if days == 0:
+        raise UsageError("must be a positive number of days, got 0", key="--grace")
     return days
 
 
@@ -199,12 +188,9 @@ def run(
             rt.env.say(f"policy: {CLOSED_EARLY}")
         recording.finish(job_id=tally.job_id)
         summarize(verdicts, rt.env.say)
-        coverage = coverage_of(states)
-        rt.env.say(coverage_line(coverage))
         status = exit_status_for_verdicts(verdicts)
         rt.env.say(terminal_safe(closing_line(verdicts, status)))
-        recording.report()
-        return worst(status, coverage_status(rt.env, coverage, minimum), recording.status())
+        return recording.conclude(coverage_of(states), minimum, status)
 
 
 def evaluate(

@@ -26,18 +26,11 @@ from __future__ import annotations
 
 from fleetkit.ask.answer import FleetAnswer
 from fleetkit.ask.changes import summarize_diff, write_diff
+from fleetkit.ask.coverage import answer_states, check_min_coverage, coverage_of
 from fleetkit.ask.engine import Engine
 from fleetkit.ask.hunts import HuntResult, exit_status_for_hunt, hunt_fleet
 from fleetkit.ask.merge import write_answer
-from fleetkit.ask.record import (
-    Recording,
-    answer_states,
-    check_min_coverage,
-    coverage_line,
-    coverage_of,
-    coverage_status,
-    worst,
-)
+from fleetkit.ask.record import Recording
 from fleetkit.ask.replay import Retry, late_nodes, plan_retry
 from fleetkit.ask.scope import parse_scope
 from fleetkit.ask.via_bacalhau import ClientFactory
@@ -111,12 +104,7 @@ def run(
         if diff:
             print_diff(rt, recording, fmt, output)
         report_summary(rt, answer, output=None if diff else output)
-        coverage = coverage_of(answer_states(answer))
-        rt.env.say(coverage_line(coverage))
-        recording.report()
-        return worst(
-            exit_status(answer), coverage_status(rt.env, coverage, minimum), recording.status()
-        )
+        return recording.conclude(coverage_of(answer_states(answer)), minimum, exit_status(answer))
 
 
 def print_diff(rt: Runtime, recording: Recording, fmt: str, output: str | None) -> None:
@@ -178,11 +166,8 @@ def retry(
         )
         recording.finish()
         completed = recording.history.get_run(plan.run.run_id)
-        rt.env.say(f"run {completed.run_id} now: " + coverage_line(completed.coverage))
-        recording.report()
-        return worst(
-            status, coverage_status(rt.env, completed.coverage, minimum), recording.status()
-        )
+        rt.env.say(f"run {completed.run_id} now:")
+        return recording.conclude(completed.coverage, minimum, status)
 
 
 def _retry_query(

@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
-from collections.abc import Callable
 
 import pytest
 import requests
 
 from lab.fleet import Lab
 from tests.e2e.conftest import CliResult, reprovision, run_cli
+from tests.e2e.test_query import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -35,14 +34,6 @@ def run_id_of(result: CliResult) -> str:
     match = re.search(r"history: recorded as run (\S+)", result.stderr)
     assert match, result.stderr
     return match.group(1)
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_diff_shows_exactly_the_process_started_between_two_runs(provisioned_lab: Lab) -> None:

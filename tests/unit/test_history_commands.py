@@ -227,26 +227,8 @@ def test_policy_and_hunt_refuse_a_bad_history_before_asking(tmp_path: Path) -> N
         asked.append(question.sql)
         raise AssertionError("asked")
 
-    status = fleet.run(
-        lambda rt: policy_command.run(
-            rt, packs=[str(SSH_PACK)], hosts="", select="", via="ssh", output_format="json", ask=ask
-        )
-    )
-    assert status == 2 and "is a directory" in fleet.err
-    status = fleet.run(
-        lambda rt: hunt_command.run(
-            rt,
-            path="/x",
-            sha256=None,
-            ioc_file=None,
-            hosts="",
-            select="",
-            via="ssh",
-            output_format="json",
-            ask=ask,
-        )
-    )
-    assert status == 2 and str(fleet.history_path) in fleet.err
+    assert policy_run(fleet, {}, ask=ask) == 2 and "is a directory" in fleet.err
+    assert hunt_run(fleet, ask, path="/x") == 2 and str(fleet.history_path) in fleet.err
     assert asked == []
 
 
@@ -364,18 +346,7 @@ def test_retry_missing_refuses_what_it_cannot_ask(tmp_path: Path) -> None:
     run_id = fleet.last_run()
     assert fleet.query(None, sql=run_id, retry_missing=True, hosts="node-1") == 2
     assert fleet.query(None, sql=run_id, retry_missing=True, no_history=True) == 2
-    status = fleet.run(
-        lambda rt: policy_command.run(
-            rt,
-            packs=[str(SSH_PACK)],
-            hosts="",
-            select="",
-            via="ssh",
-            output_format="json",
-            ask=fleet_for_ssh_rule({"node-1": "Error: down"}),
-        )
-    )
-    assert status == 1
+    assert policy_run(fleet, {"node-1": "Error: down"}) == 1
     assert fleet.query(None, sql=fleet.last_run(), retry_missing=True) == 2
     assert "policy run" in fleet.err and "invoke policy again" in fleet.err
 
@@ -384,16 +355,21 @@ def test_retry_missing_refuses_what_it_cannot_ask(tmp_path: Path) -> None:
 
 
 def policy_run(fleet: Fleet, keys: dict[str, Any], fmt: str = "json", **kw: Any) -> int:
+    """``invoke policy`` with the shipped SSH-key pack, the fleet answering from ``keys``."""
+    options = {"ask": fleet_for_ssh_rule(keys), **kw}
     return fleet.run(
         lambda rt: policy_command.run(
-            rt,
-            packs=[str(SSH_PACK)],
-            hosts="",
-            select="",
-            via="ssh",
-            output_format=fmt,
-            ask=fleet_for_ssh_rule(keys),
-            **kw,
+            rt, packs=[str(SSH_PACK)], hosts="", select="", via="ssh", output_format=fmt, **options
+        )
+    )
+
+
+def hunt_run(fleet: Fleet, ask: Any, fmt: str = "json", **indicator: str) -> int:
+    """``invoke hunt`` for ``indicator`` (path, sha256), the fleet answering through ``ask``."""
+    options = {"path": None, "sha256": None, "ioc_file": None, **indicator}
+    return fleet.run(
+        lambda rt: hunt_command.run(
+            rt, hosts="", select="", via="ssh", output_format=fmt, ask=ask, **options
         )
     )
 
@@ -453,20 +429,7 @@ def test_hunt_runs_are_recorded_and_shown_again(tmp_path: Path) -> None:
     hit = {"path": "/srv/x.php", "sha256": digest}
     ask = ScriptedFleet({"FROM hash": {"node-1": [hit], "node-2": [], "node-3": "Error: x"}})
     for fmt in ("table", "json"):
-        status = fleet.run(
-            lambda rt, fmt=fmt: hunt_command.run(
-                rt,
-                path="/srv/x.php",
-                sha256=digest,
-                ioc_file=None,
-                hosts="",
-                select="",
-                via="ssh",
-                output_format=fmt,
-                ask=ask,
-            )
-        )
-        assert status == 3, fleet.err
+        assert hunt_run(fleet, ask, fmt, path="/srv/x.php", sha256=digest) == 3, fleet.err
         printed = fleet.out
         assert fleet.show(fleet.last_run(), fmt) == 0
         assert fleet.out == printed
