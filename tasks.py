@@ -7,6 +7,8 @@ from fleetkit.cli import namespace as _fleetkit
 ns = Collection()
 for _name, _task in _fleetkit.tasks.items():
     ns.add_task(_task, _name)
+for _name, _collection in _fleetkit.collections.items():
+    ns.add_collection(_collection, _name)
 
 try:  # the lab ships with the repository, not with the fleetkit package
     from lab.tasks import namespace as _lab

@@ -9,6 +9,7 @@ The same collection serves ``invoke <task>`` (through ``tasks.py``) and the
 
 from __future__ import annotations
 
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -90,7 +91,7 @@ def _wants_help(name: str, *positional: str) -> bool:
     """
     if not any(value in _HELP_FLAGS for value in positional):
         return False
-    task_obj = namespace.tasks[name]
+    task_obj = namespace[name]
     lines = [f"Usage: fleetkit {name} [--options]", "", f"  {(task_obj.__doc__ or '').strip()}", ""]
     for argument in task_obj.get_arguments():
         flag = "--" + argument.name.replace("_", "-")
@@ -105,13 +106,17 @@ _MIN_COVERAGE_HELP = "exit 1 when fewer than PCT percent of the asked nodes answ
 
 
 def _command(
-    *, iterable: list[str] | None = None, **option_help: str
+    *,
+    iterable: list[str] | None = None,
+    positional: list[str] | None = None,
+    **option_help: str,
 ) -> Callable[[Callable[..., None]], Any]:
     """``@task`` as every fleetkit command wants it: stable flags (no automatic
     short flags), help for each option, and the common ``--settings``."""
     return task(
         auto_shortflags=False,
         iterable=iterable or [],
+        positional=positional,
         help={**option_help, "settings": _SETTINGS_HELP},
     )
 
@@ -409,11 +414,53 @@ def quarantine(c: Context, hosts: str = "", release: bool = False, settings: str
     _finish(c, lambda rt: core.run(rt, hosts=hosts, release=release), settings)
 
 
+_PACK_OPTION = "pack file or directory (repeatable; default: packs/ by fleetkit.yaml, else shipped)"
+
+
+@_command(iterable=["pack"], pack=_PACK_OPTION)
+def packs_list(c: Context, pack: list[str] | None = None, settings: str = "") -> None:
+    """List every pack: name, kind, interval, platform, number of queries, file."""
+    import fleetkit.commands.packs as core
+
+    _finish(c, lambda rt: core.run_list(rt, packs=pack or []), settings)
+
+
+@_command(iterable=["pack"], pack=_PACK_OPTION)
+def packs_check(c: Context, pack: list[str] | None = None, settings: str = "") -> None:
+    """Validate every pack and its SQL (denied tables) without running anything."""
+    import fleetkit.commands.packs as core
+
+    _finish(c, lambda rt: core.run_check(rt, packs=pack or []), settings)
+
+
+@_command(
+    file="the osquery pack to convert (JSON; // and # comment lines allowed)",
+    kind="hunt (any row is a finding) or inventory (rows recorded; default)",
+    output="write the pack to this file (atomically) instead of stdout",
+)
+def packs_import(
+    c: Context, file: str, kind: str = "inventory", output: str = "", settings: str = ""
+) -> None:
+    """Convert an osquery pack into a fleetkit pack, reporting every oddity."""
+    if _wants_help("packs.import", file):
+        return
+    import fleetkit.commands.packs as core
+
+    _finish(c, lambda rt: core.run_import(rt, file, kind, output), settings)
+
+
 namespace = Collection(
     provision, query, verify, onboard, nodes, policy, hunt, quarantine, history, show, diff
 )
+#: ``invoke packs.list`` / ``packs.check`` / ``packs.import FILE``; the console script
+#: also takes the spaced form (``fleetkit packs import FILE``, see :func:`main`).
+_packs = Collection("packs")
+_packs.add_task(packs_list, "list")
+_packs.add_task(packs_check, "check")
+_packs.add_task(packs_import, "import")
+namespace.add_collection(_packs)
 #: Option help kept aside: Invoke consumes ``Task.help`` while it builds its parser.
-_OPTION_HELP = {name: dict(task_obj.help) for name, task_obj in namespace.tasks.items()}
+_OPTION_HELP = {name: dict(namespace[name].help) for name in namespace.task_names}
 
 
 def main() -> None:
@@ -423,4 +470,19 @@ def main() -> None:
     error that fleetkit reports and survives): ``fleetkit query ... | head``
     behaves like ``invoke query ... | head``, summary and exit status included.
     """
-    Program(namespace=namespace, name="fleetkit", binary="fleetkit", version=__version__).run()
+    program = Program(namespace=namespace, name="fleetkit", binary="fleetkit", version=__version__)
+    program.run(spaced_subcommands(sys.argv))
+
+
+def spaced_subcommands(argv: list[str]) -> list[str]:
+    """``fleetkit packs import FILE`` as Invoke spells it (``packs.import``).
+
+    Invoke names a collection's tasks with a dot; people type a space, as the
+    issue and most CLIs do. Only the console script can offer both; ``invoke``
+    users type the dot.
+    """
+    if len(argv) >= 3 and argv[1] in namespace.collections:
+        name = f"{argv[1]}.{argv[2]}"
+        if name in namespace.task_names:
+            return [argv[0], name, *argv[3:]]
+    return argv

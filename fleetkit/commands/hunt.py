@@ -36,28 +36,19 @@ from fleetkit.ask.record import Recording
 from fleetkit.ask.rows import dump_row
 from fleetkit.ask.scope import parse_scope
 from fleetkit.ask.views import NodeRows, hunt_rows, render_hunt
-from fleetkit.foundation.iocfile import (
-    MAX_INDICATORS,
-    MAX_IOC_FILE_BYTES,
-    Indicator,
-    gather_indicators,
-    validate_path,
-)
+from fleetkit.foundation.iocfile import Indicator, gather_indicators, validate_path
 from fleetkit.foundation.output import CLOSED_EARLY, check_format, deliver
 from fleetkit.foundation.status import ExitStatus
 from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.history import Question as HistoryQuestion
 from fleetkit.runtime import Runtime
 
-#: Re-exported for callers of this module: indicators are read by fleetkit.foundation.iocfile.
+#: ``Indicator``, ``build_batches`` and ``plan_targets`` stay importable from here (bench_sqlguard).
 __all__ = [
     "DEFAULT_HASH_SCOPE",
-    "MAX_INDICATORS",
-    "MAX_IOC_FILE_BYTES",
     "SCOPE_ENV",
     "Indicator",
     "build_batches",
-    "gather_indicators",
     "hash_scope",
     "plan_targets",
     "run",

@@ -40,23 +40,18 @@ from pathlib import Path
 from fleetkit.ask.answer import FleetAnswer
 from fleetkit.ask.coverage import Tally, check_min_coverage, coverage_of, optional_number
 from fleetkit.ask.engine import Asker, Engine
-from fleetkit.ask.packs import Pack, Policy, default_pack_files, load_pack, load_packs
+from fleetkit.ask.packs import Policy, default_pack_files, load_packs
 from fleetkit.ask.record import Recording
 from fleetkit.ask.rows import dump_row
 from fleetkit.ask.scope import Question, Scope, parse_scope
 from fleetkit.ask.verdicts import HostVerdict, Verdict, evaluate_policy, exit_status_for_verdicts
 from fleetkit.ask.views import NodeRows, policy_records, render_policy, verdict_rows
-from fleetkit.foundation.inventory import NAME_RE
 from fleetkit.foundation.output import CLOSED_EARLY, check_format, deliver
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.history import PolicyVerdict
 from fleetkit.history import Question as HistoryQuestion
 from fleetkit.runtime import Runtime
-
-#: Re-exported for callers of this module: the pack model and loader live in fleetkit.ask.packs.
-__all__ = ["NAME_RE", "Pack", "Policy", "evaluate_policy", "load_pack", "load_packs", "run"]
-
 
 # --------------------------------------------------------------------------- output
 

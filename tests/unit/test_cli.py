@@ -87,3 +87,23 @@ def test_query_help_prints_help_instead_of_running_a_query() -> None:
     assert "Usage: fleetkit query" in done.stdout
     assert "--select" in done.stdout
     assert "fleetkit.yaml" not in done.stderr
+
+
+def test_the_console_script_takes_packs_subcommands_spaced_or_dotted() -> None:
+    from fleetkit.cli import spaced_subcommands
+
+    assert spaced_subcommands(["fleetkit", "packs", "import", "x.json", "--kind", "hunt"]) == [
+        "fleetkit",
+        "packs.import",
+        "x.json",
+        "--kind",
+        "hunt",
+    ]
+    assert spaced_subcommands(["fleetkit", "packs.list"]) == ["fleetkit", "packs.list"]
+    # Not a task of the collection: left for Invoke to refuse with its own message.
+    assert spaced_subcommands(["fleetkit", "packs", "nope"]) == ["fleetkit", "packs", "nope"]
+    assert spaced_subcommands(["fleetkit", "query", "SELECT 1"]) == [
+        "fleetkit",
+        "query",
+        "SELECT 1",
+    ]

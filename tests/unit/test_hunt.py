@@ -13,6 +13,7 @@ import pytest
 from fleetkit.ask import hunts
 from fleetkit.cli import run_command
 from fleetkit.commands import hunt
+from fleetkit.foundation import iocfile
 from fleetkit.foundation.sqlguard import TokenKind, tokenize
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from tests.unit.test_policy import ScriptedFleet, err, make_runtime, out
@@ -33,7 +34,7 @@ def hash_table(files: dict[str, str]) -> sqlite3.Connection:
     return db
 
 
-def found(indicators: list[hunt.Indicator], files: dict[str, str]) -> set[tuple[str, str]]:
+def found(indicators: list[iocfile.Indicator], files: dict[str, str]) -> set[tuple[str, str]]:
     db = hash_table(files)
     batches = hunts.build_batches(hunts.plan_targets(indicators, hunt.DEFAULT_HASH_SCOPE))
     hits: set[tuple[str, str]] = set()
@@ -59,9 +60,9 @@ def found(indicators: list[hunt.Indicator], files: dict[str, str]) -> set[tuple[
 )
 def test_hostile_exact_paths_are_quoted_and_match_exactly(path: str) -> None:
     files = {path: H1, path + "x": H1, "/srv/other": H1}
-    assert found([hunt.Indicator(path, H1)], files) == {(path, H1)}
+    assert found([iocfile.Indicator(path, H1)], files) == {(path, H1)}
     # the literal is one SQL string token: nothing of the path becomes SQL
-    (sql,) = hunts.build_batches(hunts.plan_targets([hunt.Indicator(path, H1)], ()))
+    (sql,) = hunts.build_batches(hunts.plan_targets([iocfile.Indicator(path, H1)], ()))
     strings = [t.text for t in tokenize(sql) if t.kind is TokenKind.STRING]
     assert path in strings
 
@@ -74,14 +75,14 @@ def test_a_glob_matches_one_level_and_literal_parts_exactly() -> None:
         "/var/www/site4/functionsXphp": H1,
         "/var/www_old/site/functions.php": H1,
     }
-    assert found([hunt.Indicator("/var/www/*/functions.php", H1)], files) == {
+    assert found([iocfile.Indicator("/var/www/*/functions.php", H1)], files) == {
         ("/var/www/site1/functions.php", H1)
     }
 
 
 def test_percent_and_underscore_in_a_glob_are_literal() -> None:
     files = {"/srv/50%_off/a/x": H1, "/srv/50XYoff/a/x": H1, "/srv/50%Zoff/a/x": H1}
-    assert found([hunt.Indicator("/srv/50%_off/*/x", H1)], files) == {("/srv/50%_off/a/x", H1)}
+    assert found([iocfile.Indicator("/srv/50%_off/*/x", H1)], files) == {("/srv/50%_off/a/x", H1)}
 
 
 def test_globs_translate_to_osquery_like_patterns() -> None:
@@ -92,13 +93,13 @@ def test_globs_translate_to_osquery_like_patterns() -> None:
 
 def test_hash_only_looks_in_the_scope_and_path_only_reports_presence() -> None:
     files = {"/tmp/x/y/evil": H1, "/etc/evil": H1, "/opt/tool/bin": H2, "/var/www/a": H3}
-    hits = found([hunt.Indicator(None, H1), hunt.Indicator("/opt/tool/bin", None)], files)
+    hits = found([iocfile.Indicator(None, H1), iocfile.Indicator("/opt/tool/bin", None)], files)
     assert hits == {("/tmp/x/y/evil", H1), ("/opt/tool/bin", H2)}
 
 
 def test_many_indicators_are_batched_under_the_size_limit() -> None:
-    indicators = [hunt.Indicator(f"/srv/f{i:05d}", f"{i:064x}") for i in range(3000)]
-    indicators.append(hunt.Indicator(None, H1))
+    indicators = [iocfile.Indicator(f"/srv/f{i:05d}", f"{i:064x}") for i in range(3000)]
+    indicators.append(iocfile.Indicator(None, H1))
     batches = hunts.build_batches(hunts.plan_targets(indicators, hunt.DEFAULT_HASH_SCOPE))
     assert len(batches) > 1
     assert all(len(b.encode()) <= hunts.MAX_SQL_BYTES for b in batches)
@@ -120,11 +121,11 @@ def test_many_indicators_are_batched_under_the_size_limit() -> None:
 )
 def test_bad_hashes_are_refused(sha: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        hunt.gather_indicators(None, sha, None, "/")
+        iocfile.gather_indicators(None, sha, None, "/")
 
 
 def test_hashes_are_lower_cased() -> None:
-    (indicator,) = hunt.gather_indicators("/x", H1.upper(), None, "/")
+    (indicator,) = iocfile.gather_indicators("/x", H1.upper(), None, "/")
     assert indicator.sha256 == H1
 
 
@@ -140,20 +141,20 @@ def test_hashes_are_lower_cased() -> None:
 )
 def test_bad_paths_are_refused(path: str, message: str) -> None:
     with pytest.raises(UsageError, match=message) as caught:
-        hunt.gather_indicators(path, H1, None, "/")
+        iocfile.gather_indicators(path, H1, None, "/")
     assert caught.value.key == "--path"
 
 
 def test_nothing_to_hunt_is_bad_input() -> None:
     with pytest.raises(UsageError):
-        hunt.gather_indicators(None, None, None, "/")
+        iocfile.gather_indicators(None, None, None, "/")
 
 
 def test_ioc_csv_and_yaml(tmp_path: Path) -> None:
     (tmp_path / "iocs.csv").write_text(
         f"\ufeffPath,SHA256\n/var/www/*/functions.php,{H1}\n,{H2}\n\n/opt/x,\n"
     )
-    got = hunt.gather_indicators(None, None, "iocs.csv", str(tmp_path))
+    got = iocfile.gather_indicators(None, None, "iocs.csv", str(tmp_path))
     assert [(i.path, i.sha256) for i in got] == [
         ("/var/www/*/functions.php", H1),
         (None, H2),
@@ -162,7 +163,7 @@ def test_ioc_csv_and_yaml(tmp_path: Path) -> None:
     (tmp_path / "iocs.yaml").write_text(
         f"- {{path: /a, sha256: {H1.upper()}}}\n- {{sha256: {H2}}}\n"
     )
-    got = hunt.gather_indicators("/a", H1, "iocs.yaml", str(tmp_path))
+    got = iocfile.gather_indicators("/a", H1, "iocs.yaml", str(tmp_path))
     assert [(i.path, i.sha256) for i in got] == [("/a", H1), (None, H2)]  # duplicates collapse
 
 
@@ -184,19 +185,19 @@ def test_bad_ioc_files_name_file_and_place(
 ) -> None:
     (tmp_path / name).write_text(text)
     with pytest.raises(ConfigError, match=message) as caught:
-        hunt.gather_indicators(None, None, name, str(tmp_path))
+        iocfile.gather_indicators(None, None, name, str(tmp_path))
     assert caught.value.file == str(tmp_path / name)
     assert caught.value.key == key
 
 
 def test_a_huge_ioc_file_is_refused_with_the_limit(tmp_path: Path) -> None:
-    rows = "".join(f"/srv/f{i},{i:064x}\n" for i in range(hunt.MAX_INDICATORS + 1))
+    rows = "".join(f"/srv/f{i},{i:064x}\n" for i in range(iocfile.MAX_INDICATORS + 1))
     (tmp_path / "big.csv").write_text("path,sha256\n" + rows)
-    with pytest.raises(ConfigError, match=f"more than {hunt.MAX_INDICATORS} indicators"):
-        hunt.gather_indicators(None, None, "big.csv", str(tmp_path))
-    (tmp_path / "bigger.csv").write_text("path,sha256\n" + "/x," + "a" * hunt.MAX_IOC_FILE_BYTES)
+    with pytest.raises(ConfigError, match=f"more than {iocfile.MAX_INDICATORS} indicators"):
+        iocfile.gather_indicators(None, None, "big.csv", str(tmp_path))
+    (tmp_path / "bigger.csv").write_text("path,sha256\n" + "/x," + "a" * iocfile.MAX_IOC_FILE_BYTES)
     with pytest.raises(ConfigError, match="the limit is"):
-        hunt.gather_indicators(None, None, "bigger.csv", str(tmp_path))
+        iocfile.gather_indicators(None, None, "bigger.csv", str(tmp_path))
 
 
 def test_scope_can_be_set_from_the_environment() -> None:

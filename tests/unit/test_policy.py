@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit.ask import verdicts
+from fleetkit.ask import packs, verdicts
 from fleetkit.ask.answer import FleetAnswer, NodeStatus
 from fleetkit.ask.scope import Question, Scope, Via
 from fleetkit.ask.transport import Collected, NodeReply
@@ -23,7 +23,7 @@ from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.selectors import Selector
 from fleetkit.foundation.settings import DEFAULT_DISABLED_TABLES
-from fleetkit.foundation.status import ConfigError, ExitStatus
+from fleetkit.foundation.status import ExitStatus
 from fleetkit.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,83 +155,6 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-def test_a_good_pack_loads(tmp_path: Path) -> None:
-    pack = policy.load_pack(write(tmp_path, "p.yaml", GOOD_PACK))
-    assert [p.key for p in pack.policies] == ["demo/no_root_keys"]
-
-
-@pytest.mark.parametrize(
-    ("change", "key", "message"),
-    [
-        (("severity: medium", "severity: urgent"), "policies[0].severity", "must be one of"),
-        (("meaning: fail_if_rows", "meaning: rows"), "policies[0].meaning", "must be one of"),
-        (("    resolution: remove it\n", ""), "policies[0].resolution", "required"),
-        (("    details: SELECT", "    detail: SELECT"), "policies[0].detail", "unknown key"),
-        (("pack: demo", "pack: 'bad name'"), "pack", "invalid pack name"),
-        (
-            ("query: SELECT path FROM user_ssh_keys WHERE uid = '0'", "query: ''"),
-            "policies[0].query",
-            "non-empty string",
-        ),
-        (
-            ("FROM user_ssh_keys WHERE uid = '0'\n    details", "FROM curl\n    details"),
-            "policies[0].query",
-            "denied table 'curl'",
-        ),
-        (("policies:\n", "policies: []\nx:\n"), "", "unknown key"),
-    ],
-)
-def test_bad_packs_name_file_and_key(
-    tmp_path: Path, change: tuple[str, str], key: str, message: str
-) -> None:
-    text = GOOD_PACK.replace(*change)
-    assert text != GOOD_PACK
-    path = write(tmp_path, "bad.yaml", text)
-    with pytest.raises(ConfigError) as caught:
-        policy.load_pack(path, DEFAULT_DISABLED_TABLES)
-    assert caught.value.file == str(path)
-    if key:
-        assert caught.value.key == key
-    assert message in str(caught.value)
-
-
-def test_duplicate_policy_names_are_refused(tmp_path: Path) -> None:
-    twice = GOOD_PACK + GOOD_PACK.split("policies:\n", 1)[1]
-    with pytest.raises(ConfigError, match="duplicate policy name 'no_root_keys'"):
-        policy.load_pack(write(tmp_path, "p.yaml", twice))
-    one = write(tmp_path, "a.yaml", GOOD_PACK)
-    other = write(tmp_path, "b.yaml", GOOD_PACK)
-    with pytest.raises(ConfigError, match="also defined in"):
-        policy.load_packs([one, other], ())
-
-
-def test_a_yaml_error_names_the_line(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="line 2"):
-        policy.load_pack(write(tmp_path, "p.yaml", "pack: x\n  bad: [\n"))
-
-
-def test_shipped_packs_are_valid() -> None:
-    shipped = sorted((REPO / "fleetkit" / "packs").glob("*.yaml"))
-    packs = policy.load_packs(shipped, DEFAULT_DISABLED_TABLES)
-    names = [p.key for pack in packs for p in pack.policies]
-    assert "ssh-keys/ssh_private_keys_encrypted_ec" in names
-
-
-@pytest.mark.skipif(not TABLES_JSON.exists(), reason="reference osquery-tables.json not present")
-def test_shipped_pack_sql_uses_real_osquery_columns() -> None:
-    """Every table.column the packs name exists in osquery's schema (reference data)."""
-    schema = {
-        table: {c["name"] for c in columns}
-        for table, columns in json.loads(TABLES_JSON.read_text()).items()
-    }
-    for pack in policy.load_packs(sorted((REPO / "fleetkit" / "packs").glob("*.yaml")), ()):
-        for item in pack.policies:
-            for sql in filter(None, (item.query, item.details, item.unknown_if_rows)):
-                for table, column in re.findall(r"\b([a-z_]+)\.([a-z_]+)\b", sql):
-                    assert table in schema, f"{item.key}: unknown table {table}"
-                    assert column in schema[table], f"{item.key}: unknown column {table}.{column}"
-
-
 # --------------------------------------------------------------------------- verdicts
 
 SSH_RULE = "ssh-keys/ssh_private_keys_encrypted_ec"
@@ -245,8 +168,8 @@ OPENSSH_ENC = {
 EC_ENC = {"username": "root", "path": "/root/.ssh/id_ec", "encrypted": "1", "key_type": "ec"}
 
 
-def ssh_rule() -> policy.Policy:
-    pack = policy.load_pack(SSH_PACK, DEFAULT_DISABLED_TABLES)
+def ssh_rule() -> packs.Policy:
+    pack = packs.load_pack(SSH_PACK, DEFAULT_DISABLED_TABLES)
     return next(p for p in pack.policies if p.key == SSH_RULE)
 
 
@@ -308,7 +231,7 @@ def test_a_pass_that_cannot_be_confirmed_is_an_error() -> None:
 
 def test_pass_if_rows_meaning(tmp_path: Path) -> None:
     text = GOOD_PACK.replace("fail_if_rows", "pass_if_rows")
-    rule = policy.load_pack(write(tmp_path, "p.yaml", text)).policies[0]
+    rule = packs.load_pack(write(tmp_path, "p.yaml", text)).policies[0]
     fleet = ScriptedFleet(
         {
             "key_type": {"node-1": [], "node-2": [{"path": "x"}]},  # details
