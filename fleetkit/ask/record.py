@@ -112,11 +112,17 @@ class Recording:
     file. After :meth:`begin`, nothing raises for storage problems: a full
     disk makes the run incomplete, :meth:`finish` says so, and the command
     exits 1 (see :meth:`status`) after delivering its whole output.
+
+    A long-lived caller (the watch) keeps one :class:`~fleetkit.history.History`
+    open and records each run through ``Recording(env, history, redacted,
+    owns_history=False)``: closing such a recording leaves the history open.
     """
 
     env: Environment
     history: History | None
     redacted: frozenset[str] = frozenset()
+    #: Close the history with the recording (it was opened for this one run).
+    owns_history: bool = True
     recorder: RunRecorder | None = None
     outcome: RecordOutcome | None = None
     resumed: bool = False
@@ -283,7 +289,7 @@ class Recording:
             )
             with contextlib.suppress(Exception):
                 self.outcome = self.recorder.finish(note=note)
-        if self.history is not None:
+        if self.history is not None and self.owns_history:
             self.history.close()
 
     def __enter__(self) -> Recording:

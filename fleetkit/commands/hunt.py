@@ -21,10 +21,18 @@ the indicators, asks through the engine and prints.
 Size: at most :data:`MAX_INDICATORS` indicators (an IOC file of at most
 :data:`MAX_IOC_FILE_BYTES`); more is refused with the limit named.
 
+History (:mod:`fleetkit.ask.record`): every hunt is recorded -- its SQL
+batches, and per node its hits as rows -- so ``invoke show RUN`` prints it
+again byte for byte (hits node by node), ``invoke diff`` tells new
+infections from old ones, and ``invoke query --retry-missing RUN`` asks the
+nodes that could not answer the same batches later, marking their hits
+``answeredLate``. ``--no-history`` records nothing.
+
 Exit status: 3 FINDINGS when anything was found (even if some nodes did not
 answer); 1 FAILURE when some node could not answer and nothing was found
-(the fleet is not proven clean); 0 clean. Cluster nodes that are not in the
-inventory are left out and named.
+(the fleet is not proven clean), when fewer nodes answered than
+``--min-coverage``, or when the run could not be recorded whole; 0 clean.
+Cluster nodes that are not in the inventory are left out and named.
 """
 
 from __future__ import annotations
