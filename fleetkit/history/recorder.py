@@ -29,14 +29,13 @@ that failed one of them: they are kept, and the node counts as failed.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol
 
-from fleetkit.history.baseline import Baseline, NodeChanges, Previous
+from fleetkit.history.baseline import Baseline, Previous
 from fleetkit.history.database import Database
 from fleetkit.history.model import (
     NodeEntry,
@@ -166,10 +165,9 @@ class RunRecorder:
             return
         packed, digest = self._codec.pack(block)
         changes = self._baseline.changes(entry.node_id, block, digest)
+        known = changes.packed(self._codec) if changes is not None else None
         try:
-            stored = self._store(entry, block, packed, digest)
-            if stored and changes is not None:
-                self._store_changes(entry.node_id, changes)
+            stored = self._store(entry, block, packed, digest, known)
         except (sqlite3.Error, OSError) as exc:
             self._fail(str(self._db.error(exc, f"record node {entry.node_id}")))
             return
@@ -257,7 +255,9 @@ class RunRecorder:
         block: RowBlock,
         packed: bytes,
         digest: bytes,
+        changes: tuple[object, ...] | None = None,
     ) -> bool:
+        """The node's entry, the run's counters and the node's changes: one transaction."""
         values = (
             entry.hostname,
             entry.state.value,
@@ -285,17 +285,10 @@ class RunRecorder:
                 " late_nodes = late_nodes + ? WHERE run_id = ?",
                 (entry.row_count, int(entry.late), self.run_id),
             )
+            if changes is not None:
+                store_changes(connection, self.run_id, entry.node_id, changes)
         self._seq += 1
         return True
-
-    def _store_changes(self, node_id: str, changes: NodeChanges) -> None:
-        """Best effort: without them a diff computes the changes itself."""
-        with contextlib.suppress(sqlite3.Error), self._db.write() as connection:
-            connection.execute(
-                "INSERT OR REPLACE INTO node_changes (run_id, node_id, base_run_id, base_digest,"
-                " removed, removed_size, added, added_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.run_id, node_id, *changes.packed(self._codec)),
-            )
 
     def _replace(
         self, connection: sqlite3.Connection, entry: NodeEntry, values: tuple[object, ...]
@@ -363,6 +356,22 @@ class RunRecorder:
     def _fail(self, reason: str) -> None:
         if self._failure is None:
             self._failure = reason
+
+
+def store_changes(
+    connection: sqlite3.Connection, run_id: str, node_id: str, changes: tuple[object, ...]
+) -> None:
+    """Best effort (a savepoint): without them a diff computes the changes itself."""
+    connection.execute("SAVEPOINT node_changes")
+    try:
+        connection.execute(
+            "INSERT OR REPLACE INTO node_changes (run_id, node_id, base_run_id, base_digest,"
+            " removed, removed_size, added, added_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, node_id, *changes),
+        )
+    except sqlite3.Error:
+        connection.execute("ROLLBACK TO node_changes")
+    connection.execute("RELEASE node_changes")
 
 
 _INSERT_NODE = (

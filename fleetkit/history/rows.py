@@ -136,9 +136,9 @@ def row_changes(before: list[bytes], after: list[bytes]) -> tuple[list[bytes], l
     """
     old, new = set(before), set(after)
     if len(old) == len(before) and len(new) == len(after):
-        if old == new:
-            return [], []
         gone, fresh = old - new, new - old
+        if not (gone or fresh):
+            return [], []
         return list(filter(gone.__contains__, before)), list(filter(fresh.__contains__, after))
     counted_old, counted_new = Counter(before), Counter(after)
     return _first(before, counted_old - counted_new), _first(after, counted_new - counted_old)
