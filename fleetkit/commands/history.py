@@ -14,8 +14,9 @@
   it of the same question and scope; one: that run against the newest later
   one; two: those two (different questions: exit 2, naming both).
 
-These only read: a missing history file is "nothing recorded yet" (exit 2),
-never created. RUN is a run id or a unique prefix of one; an unknown or
+These only read: the history file is never created here; without one,
+``history`` lists no runs and ``show``/``diff`` say nothing was recorded yet
+(exit 2). RUN is a run id or a unique prefix of one; an unknown or
 ambiguous id is exit 2 naming the candidates.
 """
 
@@ -36,7 +37,7 @@ from fleetkit.foundation.output import (
 )
 from fleetkit.foundation.status import ExitStatus, UsageError
 from fleetkit.foundation.terminal import terminal_safe
-from fleetkit.history import History, RunKind, RunSummary, open_history
+from fleetkit.history import History, NoHistoryError, RunKind, RunSummary, open_history
 from fleetkit.runtime import Runtime
 
 #: What ``show`` prints when no --format is given: the format the run's command defaults to.
@@ -70,8 +71,12 @@ def list_runs(rt: Runtime, *, kind: str, limit: int, output_format: str) -> Exit
         raise UsageError(f"must be one of {choices}, got {kind!r}", key="--kind")
     if not 0 < limit <= MAX_LIMIT:
         raise UsageError(f"must be from 1 to {MAX_LIMIT}, got {limit}", key="--limit")
-    with open_reader(rt) as history:
-        runs = history.list_runs(kind=kind or None, limit=limit)
+    try:
+        with open_reader(rt) as history:
+            runs = history.list_runs(kind=kind or None, limit=limit)
+    except NoHistoryError as exc:  # a fresh project: an empty list, said so
+        rt.env.say(f"history: {exc}")
+        runs = []
     records = [listed(run) for run in runs]
     if fmt in ("json", "ndjson"):
         data = render_records([run.as_dict() for run in runs], LIST_COLUMNS, fmt)

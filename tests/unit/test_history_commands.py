@@ -257,6 +257,8 @@ def test_unknown_runs_and_different_questions_are_exit_2(tmp_path: Path) -> None
     fleet = Fleet(tmp_path)
     assert fleet.show("20261101T000000.000Z-abcd") == 2
     assert "no history" in fleet.err and "nothing recorded yet" in fleet.err
+    assert fleet.listing() == [] and "nothing recorded yet" in fleet.err
+    assert not fleet.history_path.exists()
     fleet.query(client_for(fleet, {"node-1": [SSHD]}))
     first = fleet.last_run()
     fleet.query(client_for(fleet, {"node-1": [SSHD]}), sql="SELECT pid FROM processes")
