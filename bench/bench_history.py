@@ -12,21 +12,22 @@ medians of --repeat:
   output (an open file, as when spooled from S3: 2,000 rows are far over
   RunOutput's 2 KB) validated into a FleetAnswer (``settle``), then merged
   to a JSON file (``write_merged``): the baseline;
-- ``merge+history``: the same, recorded as ``invoke query --diff`` records
+- ``merge+history``: the same, recorded as ``invoke query`` records
   (``fleetkit.ask.record.Recording``: the run begun before the answer, each
   node handed over by the merge's ``after_node`` hook as a block adapted from
-  its validated rows, the rest, ``finish``), then ``diff`` against the
-  previous run written as NDJSON events (``write_diff``). A copy of a history
-  holding the previous run is used each time, so every repetition starts
-  from the same state.
+  its validated rows, the rest, ``finish``), then the diff against the
+  previous run as ``invoke diff`` computes it, written as NDJSON events
+  (``write_diff``). A copy of a history holding the previous run is used
+  each time, so every repetition starts from the same state.
+
+Designs measured with this script and dropped (see ``fleetkit/history/diff.py``):
+a per-row index (CRC-32 + Adler-32 per row) stored with each block, and the
+changes computed while recording instead of by the diff.
 
 Added time = merge+history - merge, in wall time and in CPU time of all
 threads (the recorder compresses and writes on a second thread, so on an
 idle 2-core machine wall time hides part of its CPU; on a busy one the CPU
-ratio is the steadier figure). Also measured in the same run, as the
-reference: ``merge+history-lazy``, the design in which recording compares
-nothing and the diff decompresses and compares both runs' rows of every
-changed node. Two shapes of "the previous run":
+ratio is the steadier figure). Two shapes of "the previous run":
 
 - ``some``: 5% of nodes changed (10 rows gone, 10 new each), another 5%
   answered the same rows in another order (no change), the rest identical;
@@ -220,25 +221,9 @@ def child_list(db: Path, _: Path) -> dict[str, float]:
     return {"list": time.perf_counter() - start, "runs": len(lines)}
 
 
-def child_merge_history_lazy(directory: Path, work: Path) -> dict[str, float]:
-    """The reference design: nothing compared when recording, the diff compares both runs."""
-    from fleetkit.history.store import History
-
-    History._previous = lambda self, run_id: None  # type: ignore[method-assign]
-    return child_merge_history(directory, work)
-
-
-CHILDREN = {
-    "merge": child_merge,
-    "merge+history": child_merge_history,
-    "merge+history-lazy": child_merge_history_lazy,
-    "list": child_list,
-}
-#: What is measured against the merge: fleetkit's recording, and the reference design.
-RECORDINGS = {
-    "merge+history": "changes computed when recording (fleetkit)",
-    "merge+history-lazy": "changes computed by the diff (reference)",
-}
+CHILDREN = {"merge": child_merge, "merge+history": child_merge_history, "list": child_list}
+#: What is measured against the merge.
+RECORDINGS = {"merge+history": "record + diff"}
 
 
 def run_child(kind: str, target: Path, work: Path) -> tuple[dict[str, float], float, float]:
@@ -318,7 +303,7 @@ def measure(work: Path, scenario: str, seed: Path, repeat: int) -> bool:
         record = statistics.median(p["record"] for p in parts[kind])
         diff = statistics.median(p["diff"] for p in parts[kind])
         print(
-            f"  + record + diff, {label}: added {added:5.2f} s = {added / merge:.2f}x wall, "
+            f"  + {label}: added {added:5.2f} s = {added / merge:.2f}x wall, "
             f"{added_cpu:5.2f} s = {added_cpu / merge_cpu:.2f}x CPU "
             f"(waiting for the recorder {record:.2f} s, diff {diff:.2f} s)"
         )

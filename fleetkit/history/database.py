@@ -29,20 +29,6 @@ from pathlib import Path
 from fleetkit.history.errors import HistoryError, NoHistoryError
 
 SCHEMA_VERSION = 2
-#: A node's rows removed and added since the previous run of the same question and scope,
-#: computed when it was recorded (see baseline.py).
-_NODE_CHANGES = """CREATE TABLE node_changes (
-    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-    node_id TEXT NOT NULL,
-    base_run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-    base_digest BLOB NOT NULL,
-    removed BLOB,
-    removed_size INTEGER NOT NULL,
-    added BLOB,
-    added_size INTEGER NOT NULL,
-    PRIMARY KEY (run_id, node_id)
-)"""
-_NODE_CHANGES_INDEX = "CREATE INDEX node_changes_base ON node_changes (base_run_id)"
 #: What each schema version added, applied in order to an older file (one transaction).
 _MIGRATIONS = {
     2: (
@@ -52,8 +38,6 @@ _MIGRATIONS = {
         "ALTER TABLE runs ADD COLUMN redacted TEXT",
         # A node outside the inventory whose answer was merged on request.
         "ALTER TABLE nodes ADD COLUMN unknown INTEGER NOT NULL DEFAULT 0",
-        _NODE_CHANGES,
-        _NODE_CHANGES_INDEX,
     ),
 }
 
@@ -117,7 +101,6 @@ CREATE TABLE verdicts (
 );
 CREATE INDEX verdicts_by_host ON verdicts (node_id, policy, at);
 """
-_SCHEMA += ";\n".join((_NODE_CHANGES, _NODE_CHANGES_INDEX)) + ";\n"
 
 
 class Database:

@@ -20,13 +20,21 @@ Semantics, decided here:
 
 Speed: every node entry carries a digest of its stored rows; equal digests
 settle a node without reading its rows, so an unchanged fleet costs one
-query of digests. A node whose rows changed since the previous run of the
-same question and scope had its changes computed when it was recorded
-(:mod:`~fleetkit.history.baseline`): the diff of those two runs reads them.
-Any other pair of blocks is decompressed (on a worker thread, one node
-ahead) and compared as multisets of row bytes
-(:func:`~fleetkit.history.rows.row_changes`). Memory is bounded by one
-node's rows from each run.
+query of digests. A node whose rows changed is compared as multisets of row
+bytes (:func:`~fleetkit.history.rows.row_changes`: each row hashed once, in
+C, and compared byte for byte on a hash match): its two blocks are read and
+decompressed (no GIL held) on a worker thread one node ahead of the
+comparison. Memory is bounded by one node's rows from each run (and the next
+node's blocks).
+
+Two designs were measured against this one and dropped
+(``bench/bench_history.py``): a per-row index stored with each block
+(CRC-32 and Adler-32 of every row, compared as integer sets) costs more to
+build than the set hashing it saves, since in CPython a checksum call per
+row is dearer than the hash a set takes; and comparing each node with the
+previous run while recording (so the diff only reads stored changes) does
+the same work, contends with the merge for the GIL, and makes every run pay
+for a diff nobody may ask for.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from typing import Any
 from fleetkit.history.errors import HistoryError
 from fleetkit.history.model import NodeEntry, NodeState, RunSummary
 from fleetkit.history.reader import RunReader
-from fleetkit.history.rows import row_changes
+from fleetkit.history.rows import SEPARATOR, row_changes
 
 ADDED = "added"
 REMOVED = "removed"
@@ -114,10 +122,8 @@ class RunDiff:
     appeared: list[NodeChange] = field(default_factory=list)
     disappeared: list[NodeChange] = field(default_factory=list)
     _reader: RunReader | None = field(default=None, repr=False)
-    #: Nodes to compare: (entry before, entry after, digest of the rows before).
-    _pairs: list[tuple[NodeEntry, NodeEntry, bytes | None]] = field(
-        default_factory=list, repr=False
-    )
+    #: Nodes to compare: (entry before, entry after).
+    _pairs: list[tuple[NodeEntry, NodeEntry]] = field(default_factory=list, repr=False)
 
     @classmethod
     def between(cls, reader: RunReader, before: RunSummary, after: RunSummary) -> RunDiff:
@@ -135,7 +141,7 @@ class RunDiff:
             elif entry.state.answered and previous is not None:
                 same = digest is not None and digest == previous[1]
                 if (entry.row_count or previous[0].row_count) and not same:
-                    diff._pairs.append((previous[0], entry, previous[1]))
+                    diff._pairs.append((previous[0], entry))
         for node_id, (entry, _) in old.items():
             if node_id not in new and entry.state.answered:
                 diff.disappeared.append(_node_change(DISAPPEARED, (entry, None), None))
@@ -143,29 +149,27 @@ class RunDiff:
 
     def changes(self) -> Iterator[RowChange]:
         """Row events, node by node (see the module doc for order and semantics)."""
-        if self._reader is None or not self._pairs:
+        reader = self._reader
+        if reader is None or not self._pairs:
             return
         pairs = self._pairs
-        # Reading, decompressing (no GIL held) and comparing run one node ahead of the caller.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-diff") as pool:
-            pending = pool.submit(self._compare, pairs[0])
-            for index in range(len(pairs)):
-                found = pending.result()
-                if index + 1 < len(pairs):
-                    pending = pool.submit(self._compare, pairs[index + 1])
-                yield from found
 
-    def _compare(self, pair: tuple[NodeEntry, NodeEntry, bytes | None]) -> list[RowChange]:
-        reader = self._reader
-        assert reader is not None
-        old, new, old_digest = pair
-        before, after = self.before.run_id, self.after.run_id
-        known = reader.node_changes(after, new.node_id)
-        if known is not None and (known.base_run_id, known.base_digest) == (before, old_digest):
-            return events(new, known.removed, known.added)  # computed when it was recorded
-        lines_a = reader.node_block(before, old.node_id).lines()
-        lines_b = reader.node_block(after, new.node_id).lines()
-        return events(new, *row_changes(lines_a, lines_b))
+        def load(pair: tuple[NodeEntry, NodeEntry]) -> tuple[bytes, bytes]:
+            return (
+                reader.node_block(self.before.run_id, pair[0].node_id).raw(),
+                reader.node_block(self.after.run_id, pair[1].node_id).raw(),
+            )
+
+        # Reading and decompressing (no GIL held) run one node ahead of comparing.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-diff") as pool:
+            pending = pool.submit(load, pairs[0])
+            for index, (_, entry) in enumerate(pairs):
+                before, after = pending.result()
+                if index + 1 < len(pairs):
+                    pending = pool.submit(load, pairs[index + 1])
+                lines_a = before.split(SEPARATOR) if before else []
+                lines_b = after.split(SEPARATOR) if after else []
+                yield from events(entry, *row_changes(lines_a, lines_b))
 
     def node_events(self) -> list[NodeChange]:
         return [*self.appeared, *self.disappeared]

@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from fleetkit.history.baseline import NodeChanges
 from fleetkit.history.database import Database
 from fleetkit.history.errors import HistoryError, UnknownRunError
 from fleetkit.history.model import (
@@ -167,21 +166,6 @@ class RunReader:
                 [run_id],
             )
         }
-
-    def node_changes(self, run_id: str, node_id: str) -> NodeChanges | None:
-        """The node's changes since its baseline, as computed when it was recorded (None:
-        none were, or they do not read back -- the diff then computes them)."""
-        rows = self._query(
-            "SELECT base_run_id, base_digest, removed, removed_size, added, added_size"
-            " FROM node_changes WHERE run_id = ? AND node_id = ?",
-            [run_id, node_id],
-        )
-        if not rows:
-            return None
-        try:
-            return NodeChanges.unpacked(tuple(rows[0]), self._codec)
-        except ValueError:
-            return None
 
     def unanswered_streaks(self, run: RunSummary, *, window: int = 100) -> dict[str, int]:
         """For each node that did not answer ``run``: in how many consecutive runs of the

@@ -11,14 +11,10 @@ merged output, then exits 1. Programming errors (an unknown status, rows that
 are not JSON objects) still raise ``ValueError``.
 
 Each node is one short write transaction: its entry (rows compressed as one
-block), its changes since the previous run and the run's counters. They are
-written by one background thread while the caller merges the next nodes
-(zstd and SQLite release the GIL), at most a few nodes behind, so memory
-stays bounded;
-``finish`` waits for it. A node whose rows are byte for byte what it answered
-in the previous run of the same question and scope (equal block digests)
-costs nothing more; any other node's changes since that run are computed
-once, there, while its rows are at hand (:mod:`~fleetkit.history.baseline`).
+block, with its digest) and the run's counters. They are written by one
+background thread while the caller merges the next nodes (zstd and SQLite
+release the GIL), at most a few nodes behind, so memory stays bounded;
+``finish`` waits for it.
 
 What the engine hands over, and when: each node's validated rows (see
 :mod:`fleetkit.ask.record`), already redacted -- ``redact_columns`` is checked
@@ -35,7 +31,6 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol
 
-from fleetkit.history.baseline import Baseline, Previous
 from fleetkit.history.database import Database
 from fleetkit.history.model import (
     NodeEntry,
@@ -84,7 +79,6 @@ class RunRecorder:
         resume: bool = False,
         after_finish: Callable[[], list[str]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        previous: Previous | None = None,
     ) -> None:
         self._clock = clock
         self.run_id = run_id
@@ -104,7 +98,6 @@ class RunRecorder:
         self._finished: RecordOutcome | None = None
         self._job_id: str | None = None
         self._seq = self._next_seq() if resume else 0
-        self._baseline = Baseline(database.connection, self._codec, previous)
         self._writer = Writer(self._fail)
 
     # ------------------------------------------------------------------ recording
@@ -164,10 +157,8 @@ class RunRecorder:
         if self._failure is not None:
             return
         packed, digest = self._codec.pack(block)
-        changes = self._baseline.changes(entry.node_id, block, digest)
-        known = changes.packed(self._codec) if changes is not None else None
         try:
-            stored = self._store(entry, block, packed, digest, known)
+            stored = self._store(entry, block, packed, digest)
         except (sqlite3.Error, OSError) as exc:
             self._fail(str(self._db.error(exc, f"record node {entry.node_id}")))
             return
@@ -255,9 +246,8 @@ class RunRecorder:
         block: RowBlock,
         packed: bytes,
         digest: bytes,
-        changes: tuple[object, ...] | None = None,
     ) -> bool:
-        """The node's entry, the run's counters and the node's changes: one transaction."""
+        """The node's entry and the run's counters: one transaction."""
         values = (
             entry.hostname,
             entry.state.value,
@@ -285,8 +275,6 @@ class RunRecorder:
                 " late_nodes = late_nodes + ? WHERE run_id = ?",
                 (entry.row_count, int(entry.late), self.run_id),
             )
-            if changes is not None:
-                store_changes(connection, self.run_id, entry.node_id, changes)
         self._seq += 1
         return True
 
@@ -313,11 +301,6 @@ class RunRecorder:
                 " WHERE run_id = ? AND node_id = ?",
                 (*values, self.run_id, entry.node_id),
             )
-        # Changes computed against the entry it replaces (or from it) no longer hold.
-        connection.execute(
-            "DELETE FROM node_changes WHERE node_id = ? AND (run_id = ? OR base_run_id = ?)",
-            (entry.node_id, self.run_id, self.run_id),
-        )
         recount_run(connection, self.run_id)
         return True
 
@@ -356,22 +339,6 @@ class RunRecorder:
     def _fail(self, reason: str) -> None:
         if self._failure is None:
             self._failure = reason
-
-
-def store_changes(
-    connection: sqlite3.Connection, run_id: str, node_id: str, changes: tuple[object, ...]
-) -> None:
-    """Best effort (a savepoint): without them a diff computes the changes itself."""
-    connection.execute("SAVEPOINT node_changes")
-    try:
-        connection.execute(
-            "INSERT OR REPLACE INTO node_changes (run_id, node_id, base_run_id, base_digest,"
-            " removed, removed_size, added, added_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, node_id, *changes),
-        )
-    except sqlite3.Error:
-        connection.execute("ROLLBACK TO node_changes")
-    connection.execute("RELEASE node_changes")
 
 
 _INSERT_NODE = (

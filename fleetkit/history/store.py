@@ -25,7 +25,6 @@ from types import TracebackType
 from typing import Any
 
 from fleetkit.foundation.history_settings import HistorySettings
-from fleetkit.history.baseline import Previous
 from fleetkit.history.database import Database, open_database
 from fleetkit.history.diff import RunDiff
 from fleetkit.history.errors import DiffMismatchError, HistoryError, UnknownRunError
@@ -139,24 +138,7 @@ class History:
             mirror=self.mirror,
             after_finish=self._prune_quietly,
             clock=self._now,
-            previous=self._previous(run_id),
         )
-
-    def _previous(self, run_id: str) -> Previous | None:
-        """The run before ``run_id`` of the same question and scope, with its block digests:
-        the baseline each node's changes are computed against (see baseline.py)."""
-        try:
-            before = self.reader.neighbour(self.get_run(run_id), later=False)
-            if before is None:
-                return None
-            digests = {
-                node_id: digest
-                for node_id, (_, digest) in self.reader.digests(before.run_id).items()
-                if digest is not None
-            }
-        except HistoryError:
-            return None  # an unreadable earlier run only costs computing every index again
-        return Previous(before.run_id, digests)
 
     def set_job_id(self, run_id: str, job_id: str) -> None:
         """The orchestrator's job id, known only after submission (not while a recorder of

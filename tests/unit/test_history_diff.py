@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleetkit.foundation.status import ExitStatus
-from fleetkit.history import DiffMismatchError, History, NodeState, UnknownRunError
+from fleetkit.history import DiffMismatchError, NodeState, UnknownRunError
 from tests.unit.history_helpers import Clock, Node, open_store, record
 
 
@@ -246,16 +246,10 @@ def test_late_answers_complete_a_run_and_are_marked_late(tmp_path: Path) -> None
     assert list(entries) == ["n1", "n2", "n3", "n4"]  # recorded order kept
 
 
-# --------------------------------------------------------------------------- changes computed once
+# --------------------------------------------------------------------------- compared nodes
 
 
-def _stored_changes(history: History) -> int:
-    return int(
-        history.database.connection.execute("SELECT COUNT(*) FROM node_changes").fetchone()[0]
-    )
-
-
-def test_changes_are_computed_once_when_recorded_and_equal_a_fresh_comparison(
+def test_only_nodes_whose_rows_changed_are_read_and_each_is_compared_as_a_multiset(
     tmp_path: Path,
 ) -> None:
     clock = Clock()
@@ -277,39 +271,12 @@ def test_changes_are_computed_once_when_recorded_and_equal_a_fresh_comparison(
             ],
             started_at=clock(),
         )
-        # The unchanged node costs nothing; the three others were compared when recorded.
-        assert _stored_changes(history) == 3
-        computed = events(history.diff())
-        history.database.connection.execute("DELETE FROM node_changes")
-        assert events(history.diff()) == computed  # the diff computes the same itself
-    assert [(a, n, c["name"]) for a, n, c in computed] == [
+        diff = history.diff()
+        # Equal digests settle "same" without reading its rows.
+        assert [new.node_id for _, new in diff._pairs] == ["moved", "changed", "dup"]
+        found = events(diff)
+    assert [(a, n, c["name"]) for a, n, c in found] == [
         *(("removed", "changed", f"p{i}") for i in range(5)),
         ("added", "changed", "new"),
         ("added", "dup", "p0"),
     ]
-
-
-def test_stored_changes_that_no_longer_hold_are_not_used(tmp_path: Path) -> None:
-    """A late answer replaces the baseline's entry; a damaged record reads as absent."""
-    clock = Clock()
-    with open_store(tmp_path, clock) as history:
-        first = record(
-            history, [Node("n1", [row("a")]), Node("n2", status="failed")], started_at=clock()
-        )
-        clock.advance(minutes=1)
-        record(history, [Node("n1", [row("b")]), Node("n2", [row("z")])], started_at=clock())
-        assert [(a, n) for a, n, _ in events(history.diff())] == [
-            ("removed", "n1"),
-            ("added", "n1"),
-        ]
-        assert [n.node_id for n in history.diff().appeared] == ["n2"]
-        with history.resume_run(first.run_id) as late:  # n2 answers the first run after all
-            late.add_node(node_id="n2", hostname="n2", status="ok", rows=[row("y")])
-        assert [(a, n, c["name"]) for a, n, c in events(history.diff())] == [
-            ("removed", "n1", "a"),
-            ("added", "n1", "b"),
-            ("removed", "n2", "y"),
-            ("added", "n2", "z"),
-        ]
-        history.database.connection.execute("UPDATE node_changes SET removed = x'00ff'")
-        assert len(events(history.diff())) == 4  # unreadable: compared afresh
