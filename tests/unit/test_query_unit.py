@@ -444,7 +444,8 @@ def test_ctrl_c_through_run_leaves_no_output_file(tmp_path: Path, fake: FakeCloc
         )
     assert client.stopped
     assert not target.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleetkit.yaml", "inventory"]
+    written = sorted(p.name for p in tmp_path.iterdir() if p.name != ".fleetkit")  # the history
+    assert written == ["fleetkit.yaml", "inventory"]
 
 
 def test_orchestrator_lost_while_waiting(tmp_path: Path, fake: FakeClock) -> None:
