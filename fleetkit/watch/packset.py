@@ -1,0 +1,105 @@
+"""Which packs a watch runs, loaded strictly before it starts, and each pack's scope.
+
+``watch.packs`` (or ``--pack``) lists pack names and pack files or
+directories; nothing listed means every pack found (``packs/`` beside
+fleetkit.yaml, else the shipped ones). A name is looked up among the packs
+found. Every pack is read and validated before the first run (bad YAML, an
+unknown kind, an interval below the floor, SQL reading a denied table: a
+:class:`~fleetkit.foundation.status.ConfigError` naming the file and the
+key, exit 2), so a watch never starts with a broken pack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetkit.ask.packfields import POSIX_PLATFORMS
+from fleetkit.ask.packs import Pack, find_pack_files, load_pack, load_packs, pack_files_in
+from fleetkit.ask.scope import Scope, Via
+from fleetkit.foundation.inventory import NAME_RE
+from fleetkit.foundation.selectors import Selector, parse_selector
+from fleetkit.foundation.settings import Settings
+from fleetkit.foundation.status import ConfigError, UsageError
+
+#: The node label Bacalhau (v1.8+) sets to the node's operating system.
+OS_LABEL = "os_type"
+#: ``--interval`` may go below the packs' floor (tests, a quick look), not below this.
+OVERRIDE_FLOOR = 1.0
+
+
+@dataclass(frozen=True)
+class WatchedPack:
+    """A pack as the watch schedules it (``interval`` may be overridden on the command line)."""
+
+    pack: Pack
+    interval: float
+
+    @property
+    def name(self) -> str:
+        return self.pack.name
+
+
+def pack_files(settings: Settings, wanted: Sequence[str], cwd: str, key: str) -> list[Path]:
+    """The files of the packs ``wanted`` (names, files, directories); [] = every pack found."""
+    found = find_pack_files(settings.base_dir)
+    if not wanted:
+        if not found:
+            raise ConfigError("no packs found (packs/*.yaml beside the settings)", key=key)
+        return found
+    by_name: dict[str, Path] | None = None
+    files: dict[Path, None] = {}
+    for item in wanted:
+        if NAME_RE.fullmatch(item) and not item.endswith((".yaml", ".yml")):
+            if by_name is None:
+                by_name = {load_pack(p, ()).name: p for p in found}
+            if item not in by_name:
+                known = ", ".join(sorted(by_name)) or "none"
+                raise ConfigError(f"no pack named {item!r} (found: {known})", key=key)
+            files[by_name[item]] = None
+            continue
+        path = Path(cwd, item)
+        if path.is_dir():
+            files.update(dict.fromkeys(pack_files_in(path)))
+        elif path.is_file():
+            files[path] = None
+        else:
+            raise ConfigError(f"no pack file or directory {item!r}", key=key)
+    return list(files)
+
+
+def load_watched(
+    settings: Settings,
+    *,
+    cli_packs: Sequence[str] = (),
+    cwd: str,
+    interval: float | None = None,
+) -> list[WatchedPack]:
+    """The packs to run: ``--pack`` when given, else ``watch.packs``; all validated now."""
+    if interval is not None and not interval >= OVERRIDE_FLOOR:
+        raise UsageError(f"must be at least {OVERRIDE_FLOOR:g} second(s)", key="--interval")
+    wanted, key = (cli_packs, "--pack") if cli_packs else (settings.watch.packs, "watch.packs")
+    files = pack_files(settings, wanted, cwd, key)
+    packs = load_packs(files, settings.osquery.disabled_tables)
+    return [WatchedPack(p, float(interval if interval is not None else p.interval)) for p in packs]
+
+
+def platform_selector(pack: Pack) -> Selector:
+    """Only nodes of the pack's platforms (``posix`` = linux, darwin, freebsd); any = all."""
+    if "any" in pack.platform:
+        return parse_selector("")
+    systems: set[str] = set()
+    for name in pack.platform:
+        systems |= POSIX_PLATFORMS if name == "posix" else {name}
+    return parse_selector(",".join(f"{OS_LABEL}={name}" for name in sorted(systems)))
+
+
+def pack_scope(pack: Pack, settings: Settings) -> Scope:
+    """Every inventory compute node of the pack's platforms, over Bacalhau, within run_timeout."""
+    return Scope(
+        selector=platform_selector(pack),
+        hosts=None,
+        via=Via.BACALHAU,
+        timeout=float(settings.watch.run_timeout),
+    )
