@@ -63,7 +63,7 @@ def _open_history(rt: Runtime) -> History:
 def startup_line(rt: Runtime, watched: list[WatchedPack], *, once: bool) -> str:
     w = rt.settings.watch
     packs = ", ".join(
-        f"{p.name} ({p.pack.kind}, {p.pack.size} queries, "
+        f"{p.name} ({p.pack.kind}, {_count(p)}, "
         + ("once" if once else f"every {format_interval(int(p.interval))}")
         + ")"
         for p in watched
@@ -75,3 +75,10 @@ def startup_line(rt: Runtime, watched: list[WatchedPack], *, once: bool) -> str:
         f"watch: {len(watched)} pack(s): {packs}; history {rt.settings.history.path}; "
         f"status {w.status_file}; notifications: {', '.join(sinks) or 'none'}"
     )
+
+
+def _count(watched: WatchedPack) -> str:
+    size = watched.pack.size
+    if watched.pack.kind == "policy":
+        return f"{size} {'policy' if size == 1 else 'policies'}"
+    return f"{size} {'query' if size == 1 else 'queries'}"
