@@ -13,15 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from fleetkit.ask.packfields import POSIX_PLATFORMS
-from fleetkit.ask.packs import Pack, find_pack_files, load_pack, load_packs, pack_files_in
+from fleetkit.ask.packs import Pack, load_packs
 from fleetkit.ask.scope import Scope, Via
-from fleetkit.foundation.inventory import NAME_RE
+from fleetkit.foundation.packfiles import resolve_pack_files
 from fleetkit.foundation.selectors import Selector, parse_selector
 from fleetkit.foundation.settings import Settings
-from fleetkit.foundation.status import ConfigError, UsageError
+from fleetkit.foundation.status import UsageError
 
 #: The node label Bacalhau (v1.8+) sets to the node's operating system.
 OS_LABEL = "os_type"
@@ -41,34 +40,6 @@ class WatchedPack:
         return self.pack.name
 
 
-def pack_files(settings: Settings, wanted: Sequence[str], cwd: str, key: str) -> list[Path]:
-    """The files of the packs ``wanted`` (names, files, directories); [] = every pack found."""
-    found = find_pack_files(settings.base_dir)
-    if not wanted:
-        if not found:
-            raise ConfigError("no packs found (packs/*.yaml beside the settings)", key=key)
-        return found
-    by_name: dict[str, Path] | None = None
-    files: dict[Path, None] = {}
-    for item in wanted:
-        if NAME_RE.fullmatch(item) and not item.endswith((".yaml", ".yml")):
-            if by_name is None:
-                by_name = {load_pack(p, ()).name: p for p in found}
-            if item not in by_name:
-                known = ", ".join(sorted(by_name)) or "none"
-                raise ConfigError(f"no pack named {item!r} (found: {known})", key=key)
-            files[by_name[item]] = None
-            continue
-        path = Path(cwd, item)
-        if path.is_dir():
-            files.update(dict.fromkeys(pack_files_in(path)))
-        elif path.is_file():
-            files[path] = None
-        else:
-            raise ConfigError(f"no pack file or directory {item!r}", key=key)
-    return list(files)
-
-
 def load_watched(
     settings: Settings,
     *,
@@ -80,7 +51,7 @@ def load_watched(
     if interval is not None and not interval >= OVERRIDE_FLOOR:
         raise UsageError(f"must be at least {OVERRIDE_FLOOR:g} second(s)", key="--interval")
     wanted, key = (cli_packs, "--pack") if cli_packs else (settings.watch.packs, "watch.packs")
-    files = pack_files(settings, wanted, cwd, key)
+    files = resolve_pack_files(settings.base_dir, wanted, cwd=cwd, key=key)
     packs = load_packs(files, settings.osquery.disabled_tables)
     return [WatchedPack(p, float(interval if interval is not None else p.interval)) for p in packs]
 

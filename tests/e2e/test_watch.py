@@ -28,7 +28,7 @@ from fleetkit.watch.state import WatchStatus
 from fleetkit.watch.statusread import load_status
 from lab.fleet import Lab
 from tests.conftest import lab_unavailable_reason
-from tests.e2e.conftest import reprovision
+from tests.e2e.conftest import reprovision, run_cli
 from tests.unit.test_watch_notify import SECRET, Receiver, closed_port_url
 from tests.unit.test_watch_notify import receiver as receiver  # the fixture, re-exported
 
@@ -82,8 +82,9 @@ def configure(lab: Lab, url: str, **watch: Any) -> Path:
         "retry": {"attempts": 5, "backoff": 0.5, "backoff_max": 2},
         **watch.pop("webhook", {}),
     }
-    lab.write_settings(
-        watch={
+    set_watch(
+        lab,
+        **{
             "packs": ["watch-packs/ssh-encrypted.yaml"],
             "status_file": str(status),
             "heartbeat": 1,
@@ -91,9 +92,16 @@ def configure(lab: Lab, url: str, **watch: Any) -> Path:
             "missing_after": 3,
             "webhook": webhook,
             **watch,
-        }
+        },
     )
     return status
+
+
+def set_watch(lab: Lab, **watch: Any) -> None:
+    """The lab's ``watch`` section replaced by exactly ``watch`` (nothing left from before)."""
+    lab.write_settings(watch=None)
+    if watch:
+        lab.write_settings(watch=watch)
 
 
 class WatchProcess:
@@ -267,3 +275,100 @@ def test_a_broken_pack_stops_the_watch_before_it_starts(watch_lab: Lab, tmp_path
     assert str(bad) in result.stderr and "interval" in result.stderr
     assert not status_path.exists()
     assert os.path.exists(lab.workdir / "fleetkit.yaml")
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def verify_watch(lab: Lab) -> dict[str, Any]:
+    result = run_cli(lab, "verify", "--hosts", "orch-1", "--json")
+    report = json.loads(result.stdout)
+    [row] = [h for h in report["hosts"] if h["host"] == "orch-1"]
+    return next(c for c in row["checks"] if c["name"] == "watch")
+
+
+def test_provision_installs_the_watch_service_and_verify_reports_it(watch_lab: Lab) -> None:
+    lab = watch_lab
+    cp = lab.control_plane
+    set_watch(
+        lab,
+        enabled=True,
+        packs=["ssh-keys"],  # the shipped pack
+        heartbeat=2,
+        missing_after=3,
+        webhook={"url": "http://127.0.0.1:9/hooks/T0K3N", "secret_file": "secrets/webhook"},
+    )
+    try:
+        first = run_cli(lab, "provision")
+        assert first.exit_code == 0, first.output
+        assert "orch-1: changed" in first.output
+        assert cp.exists("/opt/fleetkit/venv/bin/fleetkit")
+        for secret in ("node_token", "webhook", "s3_access_key_id", "s3_secret_access_key"):
+            mode = cp.sh(f"stat -c '%a %U' /etc/fleetkit/watch/secrets/{secret}").stdout.split()
+            assert mode == ["600", "root"], secret
+        settings = cp.read_file("/etc/fleetkit/watch/fleetkit.yaml")
+        assert "T0K3N" in settings and SECRET.decode() not in settings
+        assert SECRET.decode() not in first.output and "T0K3N" not in first.output
+        # the service runs the shipped pack as soon as it starts: verify sees it complete
+        waited = wait_until(
+            lambda: verify_watch(lab),
+            lambda check: check["verdict"] == "pass",
+            timeout=SLOW,
+            interval=1.0,
+            clock=time.monotonic,
+            sleep=time.sleep,
+        )
+        check = waited.value
+        assert waited.done, check
+        assert "running (pid" in check["evidence"] and "last run completed" in check["evidence"]
+        status = load_status_on(cp)
+        assert status.packs["ssh-keys"].last_outcome == "ok"
+        pid = status.pid
+
+        # nothing changed: nothing to do; a setting changed: its diff, then a restart
+        again = run_cli(lab, "provision", "--check")
+        assert again.exit_code == 0 and "would" not in again.output.split("orch-1", 1)[-1]
+        lab.write_settings(watch={"missing_after": 5})
+        diff = run_cli(lab, "provision", "--check")
+        assert diff.exit_code == 0, diff.output
+        assert "/etc/fleetkit/watch/fleetkit.yaml" in diff.stdout
+        assert "-  missing_after: 3" in diff.stdout and "+  missing_after: 5" in diff.stdout
+        assert "T0K3N" not in diff.output and SECRET.decode() not in diff.output
+        assert run_cli(lab, "provision").exit_code == 0
+        waited = wait_until(
+            lambda: load_status_on(cp),
+            lambda s: s.pid != pid and s.packs["ssh-keys"].last_completed_at is not None,
+            timeout=SLOW,
+            interval=1.0,
+            clock=time.monotonic,
+            sleep=time.sleep,
+        )
+        assert waited.done, "the watch was not restarted with its new settings"
+    finally:
+        cp.sh(
+            "start-stop-daemon --stop --oknodo --pidfile /run/fleetkit/fleetkit-watch.pid",
+            check=False,
+        )
+        set_watch(lab)
+    stopped = load_status_on(cp)
+    assert stopped.state == "stopped" and stopped.stop_reason == "terminated"
+
+
+def load_status_on(host: Any) -> WatchStatus:
+    from fleetkit.watch.statusread import parse_status
+
+    return parse_status(host.read_bytes("/var/lib/fleetkit/watch/status.json"), file="status.json")
+
+
+def test_provision_refuses_a_broken_watch_pack_before_any_host(watch_lab: Lab) -> None:
+    lab = watch_lab
+    bad = lab.workdir / "broken-pack.yaml"
+    bad.write_text("pack: broken\nkind: hunt\nqueries: [{name: q, query: SELECT * FROM curl}]\n")
+    set_watch(lab, enabled=True, packs=[str(bad)])
+    try:
+        result = run_cli(lab, "provision")
+        assert result.exit_code == 2, result.output
+        assert str(bad) in result.output and "queries[0].query" in result.output
+        assert "[1/" not in result.output  # no host was contacted
+    finally:
+        set_watch(lab)
