@@ -17,6 +17,8 @@ packs' 10 s floor on purpose: for trying a pack out and for tests).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fleetkit.ask.packfields import format_interval
 from fleetkit.ask.via_bacalhau import ClientFactory
 from fleetkit.foundation.status import ExitStatus
@@ -25,7 +27,7 @@ from fleetkit.history.recorder import Mirror
 from fleetkit.runtime import Runtime
 from fleetkit.watch.notify import display_url
 from fleetkit.watch.packset import WatchedPack, load_watched
-from fleetkit.watch.service import build_watch
+from fleetkit.watch.service import Watch, build_watch
 
 
 def run(
@@ -36,18 +38,29 @@ def run(
     interval: float | None = None,
     client_factory: ClientFactory | None = None,
 ) -> ExitStatus:
+    watch = prepare(rt, packs=packs, interval=interval, client_factory=client_factory)
+    rt.env.say(startup_line(rt, watch.packs, once=once))
+    return watch.run(once=once)
+
+
+def prepare(
+    rt: Runtime,
+    *,
+    packs: list[str],
+    interval: float | None = None,
+    client_factory: ClientFactory | None = None,
+) -> Watch:
+    """Everything validated and wired, nothing run yet (exit 2 here for any bad input)."""
     rt.load()
     settings = rt.settings
     watched = load_watched(settings, cli_packs=packs, cwd=rt.env.cwd, interval=interval)
     client = client_factory(rt) if client_factory is not None else rt.orchestrator
     history = _open_history(rt)
     try:
-        watch = build_watch(settings, rt.env, watched, history, client, rt.inventory.compute)
+        return build_watch(settings, rt.env, watched, history, client, rt.inventory.compute)
     except BaseException:
         history.close()
         raise
-    rt.env.say(startup_line(rt, watched, once=once))
-    return watch.run(once=once)
 
 
 def _open_history(rt: Runtime) -> History:
@@ -60,7 +73,7 @@ def _open_history(rt: Runtime) -> History:
     return open_history(settings.history, mirror=mirror)
 
 
-def startup_line(rt: Runtime, watched: list[WatchedPack], *, once: bool) -> str:
+def startup_line(rt: Runtime, watched: Sequence[WatchedPack], *, once: bool) -> str:
     w = rt.settings.watch
     packs = ", ".join(
         f"{p.name} ({p.pack.kind}, {_count(p)}, "

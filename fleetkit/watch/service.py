@@ -22,9 +22,10 @@ One :class:`Watch` per process, built by ``invoke watch`` from the runtime:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from fleetkit.ask.packrun import run_pack
 from fleetkit.ask.via_bacalhau import BacalhauTransport
@@ -32,7 +33,7 @@ from fleetkit.clients.bacalhau import BacalhauClient, OrchestratorError
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.secrets import redact
-from fleetkit.foundation.settings import Settings
+from fleetkit.foundation.settings import S3Settings, Settings
 from fleetkit.foundation.status import ExitStatus, FleetkitError
 from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.history import History, HistoryError
@@ -58,6 +59,9 @@ from fleetkit.watch.state import (
 )
 from fleetkit.watch.statusread import recover_status
 
+if TYPE_CHECKING:
+    from fleetkit.clients.s3 import ResultStore
+
 Say = Callable[[str], None]
 
 
@@ -72,15 +76,26 @@ class QuietEnvironment(Environment):
 
 
 def quiet(env: Environment) -> QuietEnvironment:
-    return QuietEnvironment(
-        stdout=env.stdout,
-        stderr=env.stderr,
-        stdin=env.stdin,
-        environ=env.environ,
-        cwd=env.cwd,
-        clock=env.clock,
-        sleep=env.sleep,
-    )
+    """The same streams, environment and clock (its own lock)."""
+    shared = {f.name: getattr(env, f.name) for f in fields(env) if f.init and f.name != "_lock"}
+    return QuietEnvironment(**shared)
+
+
+class OneStore:
+    """The S3 result reader, made once per watch process and reused by every run (creating
+    a boto3 client reads botocore's endpoint data: ~0.3 s, more than a small pack's job)."""
+
+    def __init__(self) -> None:
+        self._store: ResultStore | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, s3: S3Settings, environ: Mapping[str, str]) -> ResultStore:
+        with self._lock:
+            if self._store is None:
+                from fleetkit.clients.s3 import ResultStore  # boto3: only when results are in S3
+
+                self._store = ResultStore.from_settings(s3, environ)
+            return self._store
 
 
 @dataclass
@@ -289,7 +304,9 @@ def build_watch(
         commit=lambda: board.write(wall()),
     )
     run_env = quiet(env)
-    transport = BacalhauTransport(client, settings, tuple(inventory_compute), run_env)
+    transport = BacalhauTransport(
+        client, settings, tuple(inventory_compute), run_env, store_factory=OneStore()
+    )
     notifier.start()
     return Watch(
         settings=settings,

@@ -60,18 +60,30 @@ def runtime(directory: Path) -> Runtime:
     return Runtime(env=env, settings_path=str(directory / "fleetkit.yaml"))
 
 
-def watch_once(directory: Path, orchestrator: PackOrchestrator, *packs: str) -> tuple[int, str]:
+def run_watch(
+    directory: Path,
+    orchestrator: PackOrchestrator,
+    *packs: str,
+    once: bool = True,
+    interval: float | None = None,
+) -> tuple[int, str]:
+    """``invoke watch`` in-process against the scripted orchestrator: (exit status, stderr)."""
     rt = runtime(directory)
     status = run_command(
         lambda r: watch_run(
             r,
             packs=list(packs) or [str(SSH_PACK)],
-            once=True,
+            once=once,
+            interval=interval,
             client_factory=lambda _: orchestrator,
         ),
         rt,
     )
     return int(status), rt.env.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def watch_once(directory: Path, orchestrator: PackOrchestrator, *packs: str) -> tuple[int, str]:
+    return run_watch(directory, orchestrator, *packs)
 
 
 def events(receiver: Receiver) -> list[tuple[str, str, str]]:
@@ -239,13 +251,7 @@ def test_sigterm_stops_the_job_records_the_run_as_stopped_and_exits_0(tmp_path: 
     orchestrator = PackOrchestrator(Fleet())
     # the signal arrives while the job runs (right after submission)
     orchestrator.on_submit = lambda _job: signal.raise_signal(signal.SIGTERM)
-    rt = runtime(directory)
-    status = run_command(
-        lambda r: watch_run(
-            r, packs=[str(SSH_PACK)], once=False, client_factory=lambda _: orchestrator
-        ),
-        rt,
-    )
+    status, _ = run_watch(directory, orchestrator, once=False)
     assert status == ExitStatus.SUCCESS
     assert orchestrator.stopped and "terminated" in orchestrator.stopped[0]
     with history(directory) as h:
@@ -260,13 +266,7 @@ def test_ctrl_c_exits_130(tmp_path: Path) -> None:
     directory = fleet_dir(tmp_path)
     orchestrator = PackOrchestrator(Fleet())
     orchestrator.on_submit = lambda _job: signal.raise_signal(signal.SIGINT)
-    rt = runtime(directory)
-    status = run_command(
-        lambda r: watch_run(
-            r, packs=[str(SSH_PACK)], once=True, client_factory=lambda _: orchestrator
-        ),
-        rt,
-    )
+    status, _ = run_watch(directory, orchestrator)
     assert status == ExitStatus.INTERRUPTED
     assert orchestrator.stopped
 
@@ -298,20 +298,10 @@ def test_a_broken_pack_is_refused_before_anything_starts(
 
 
 def test_interval_override_has_a_floor(tmp_path: Path) -> None:
-    directory = fleet_dir(tmp_path)
-    rt = runtime(directory)
-    status = run_command(
-        lambda r: watch_run(
-            r,
-            packs=[str(SSH_PACK)],
-            once=True,
-            interval=0.2,
-            client_factory=lambda _: PackOrchestrator(Fleet()),
-        ),
-        rt,
-    )
-    assert status == ExitStatus.BAD_INPUT
-    assert "--interval" in rt.env.stderr.getvalue()  # type: ignore[attr-defined]
+    orchestrator = PackOrchestrator(Fleet())
+    status, err = run_watch(fleet_dir(tmp_path), orchestrator, interval=0.2)
+    assert status == ExitStatus.BAD_INPUT and "--interval" in err
+    assert orchestrator.requests == 0
 
 
 def test_a_stop_thread_never_races_the_job_id() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fleetkit.foundation.environment import Environment
-from fleetkit.foundation.inventory import load_inventory
+from fleetkit.foundation.inventory import Host, load_inventory
 from fleetkit.foundation.render import Renderer
 from fleetkit.foundation.settings import load_settings
 from fleetkit.hostfacts.facts import FactView, FileLook, PathExists, Raw, ServiceLook
@@ -110,22 +110,32 @@ def context(rt: Runtime) -> RoleContext:
     return RoleContext(settings=rt.settings, inventory=rt.inventory, renderer=Renderer(None))
 
 
+def control_plane(rt: Runtime) -> Host:
+    found = rt.inventory.control_plane
+    assert found is not None
+    return found
+
+
 def files_of(rt: Runtime, context: RoleContext) -> dict[str, FileStep]:
-    orch = rt.inventory.get("orch-1")
-    assert orch is not None
+    orch = control_plane(rt)
     plan = plan_for(orch, context)
     return {s.path: s for s in plan.steps if isinstance(s, FileStep)}
+
+
+def as_written(step: FileStep, tmp_path: Path) -> Path:
+    """The file as the host will have it, under ``tmp_path`` (same name, own directory)."""
+    target = tmp_path / step.path.strip("/").replace("/", "_") / Path(step.path).name
+    target.parent.mkdir(parents=True)
+    target.write_text(step.content)
+    return target
 
 
 def test_the_control_plane_gets_settings_that_load_there(
     rt: Runtime, context: RoleContext, tmp_path: Path
 ) -> None:
     files = files_of(rt, context)
-    on_host = tmp_path / "on-host"
-    on_host.mkdir()
-    settings_file = on_host / "fleetkit.yaml"
-    settings_file.write_text(files[watch_role.SETTINGS_PATH].content)
-    loaded = load_settings({}, str(on_host), str(settings_file))
+    settings_file = as_written(files[watch_role.SETTINGS_PATH], tmp_path)
+    loaded = load_settings({}, str(settings_file.parent), str(settings_file))
     assert loaded.bacalhau.orchestrator_url == "http://127.0.0.1:1299"
     assert loaded.history.path == watch_role.HISTORY_PATH
     assert loaded.watch.status_file == watch_role.STATUS_PATH
@@ -156,10 +166,8 @@ def test_the_inventory_on_the_control_plane_is_the_same_fleet(
     rt: Runtime, context: RoleContext, tmp_path: Path
 ) -> None:
     files = files_of(rt, context)
-    directory = tmp_path / "inventory-on-host"
-    directory.mkdir()
-    (directory / "hosts.yaml").write_text(files[f"{watch_role.INVENTORY_DIR}/hosts.yaml"].content)
-    there = load_inventory(directory)
+    written = as_written(files[f"{watch_role.INVENTORY_DIR}/hosts.yaml"], tmp_path)
+    there = load_inventory(written.parent)
     here = rt.inventory
     assert [
         (h.name, h.address, h.port, h.labels, h.groups, h.bacalhau_api_port) for h in there
@@ -173,8 +181,7 @@ def test_the_shipped_pack_is_copied_and_the_service_comes_last(
     pack = files[f"{watch_role.PACKS_DIR}/ssh-keys.yaml"]
     shipped = Path(__file__).resolve().parents[2] / "fleetkit" / "packs" / "ssh-keys.yaml"
     assert pack.content == shipped.read_text()
-    orch = rt.inventory.get("orch-1")
-    assert orch is not None
+    orch = control_plane(rt)
     steps = plan_for(orch, context).steps
     assert isinstance(steps[-1], ServiceStep) and steps[-1].spec.name == "fleetkit-watch"
     assert steps[-1].spec.argv[-2:] == ("--settings", watch_role.SETTINGS_PATH)
@@ -190,8 +197,7 @@ def test_without_watch_enabled_the_control_plane_plan_is_unchanged(
     settings["watch"]["enabled"] = False
     path.write_text(json.dumps(settings))
     context = RoleContext(settings=rt.settings, inventory=rt.inventory, renderer=Renderer(None))
-    orch = rt.inventory.get("orch-1")
-    assert orch is not None
+    orch = control_plane(rt)
     described = [s.describe() for s in plan_for(orch, context).steps]
     assert described and not any("fleetkit" in line for line in described)
     assert not (workdir / "cache").exists()  # no wheelhouse built for nothing
@@ -210,8 +216,7 @@ def wheelhouse_step(tmp_path: Path, mode: str = "push") -> WheelhouseStep:
 
 def test_the_wheelhouse_is_installed_only_when_its_key_differs(rt: Runtime, tmp_path: Path) -> None:
     step = wheelhouse_step(tmp_path)
-    orch = rt.inventory.get("orch-1")
-    assert orch is not None
+    orch = control_plane(rt)
 
     def plan(record: str | None, present: bool, check: bool = False) -> Any:
         raw = Raw(0, f"644 root root\n{record}".encode()) if record is not None else Raw(0, b"-\n")
@@ -297,8 +302,7 @@ def status_json(*, updated: datetime, completed: datetime | None, state: str = "
 
 def judge(rt: Runtime, service: str, status_file: Raw, clock: str) -> tuple[CheckVerdict, str]:
     expected = Expected.from_settings(rt.settings)
-    orch = rt.inventory.get("orch-1")
-    assert orch is not None
+    orch = control_plane(rt)
     looks = looks_for(orch, expected)
     service_fact, file_fact, clock_fact = watch_facts(looks)
     assert isinstance(service_fact, ServiceLook) and isinstance(clock_fact, HostClock)
