@@ -15,36 +15,49 @@ state is fleetkit's job and the subject of the end-to-end tests.
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
 import json
-import os
 import random
+import re
 import secrets
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lab import netns as netns_mod
-from lab.hosts import HostKey, LabError, LabHost, free_ports, start_hosts, stop_hosts
+from lab.hosts import LabError, LabHost, free_ports, start_hosts, stop_hosts
+from lab.latency import LatencyProxy, ProxyError
 from lab.s3 import S3Server
-from lab.standins import build_cached
+from lab.setup import (  # noqa: F401 - the versions and package names are part of lab.fleet's API
+    BACALHAU_TARBALL,
+    BACALHAU_VERSION,
+    OSQUERY_DEB,
+    OSQUERY_VERSION,
+    LabSetup,
+    append_line,
+    atomic_write,
+)
 
 STATE_FILE = "lab.json"
 CONTROL_PLANE = "control_plane"
 COMPUTE = "compute"
-OSQUERY_VERSION = "5.23.1"
-OSQUERY_DEB = f"osquery_{OSQUERY_VERSION}-1.linux_amd64.deb"
-BACALHAU_VERSION = "v1.9.3"
-BACALHAU_TARBALL = f"bacalhau_{BACALHAU_VERSION}_linux_amd64.tar.gz"
 DEFAULT_LABELS = {"role": "osquery", "env": "lab"}
+#: Hosts per lab on the shared loopback (ports are the limit: 3 per host from 12,000).
+MAX_HOSTS = 2000
 #: Ports used inside per-host network namespaces (netns mode), where nothing collides.
 NETNS_SSH_PORT = 22
 NETNS_API_PORT = 1234
 NETNS_NATS_PORT = 4222
+#: Latency proxy routes: one per host's sshd, plus the orchestrator's API and S3.
+API_ROUTE = "api"
+S3_ROUTE = "s3"
+_MACHINE_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def ssh_route(name: str) -> str:
+    """The latency proxy's route in front of lab host ``name``'s sshd."""
+    return f"ssh:{name}"
 
 
 @dataclass
@@ -77,7 +90,7 @@ class HostEntry:
         )
 
 
-class Lab:
+class Lab(LabSetup):
     """A local fleet of namespaced sshd hosts plus the fleetkit setup to manage it."""
 
     def __init__(
@@ -88,8 +101,25 @@ class Lab:
         netns: bool = False,
         s3: bool = False,
         detach: bool = True,
+        latency: float | None = None,
+        machine_names: Mapping[str, str] | None = None,
+        cloud_hostnames: bool = False,
     ) -> None:
-        """``detach=False`` ties every process of the lab to the creating thread (fixtures)."""
+        """``detach=False`` ties every process of the lab to the creating thread (fixtures).
+
+        ``latency`` (seconds, one way) puts the latency proxy (:mod:`lab.latency`) in
+        front of every sshd, the orchestrator's API and S3; ``0`` proxies without
+        delay (for its counters), None (default) connects directly.
+        ``machine_names`` gives hosts a machine hostname other than their inventory
+        name (``{"node-2": "ip-10-0-1-29"}``); ``cloud_hostnames`` does so for every
+        second compute host (node-2, node-4, ...) with a name made from its address.
+        """
+        if latency is not None and netns:
+            raise LabError("latency mode needs the shared loopback network (not netns)")
+        if latency is not None and not 0 <= latency <= 10:
+            raise LabError(f"latency {latency!r}: expected 0 to 10 seconds")
+        for name, machine in (machine_names or {}).items():
+            _check_machine_name(name, machine)
         self.workdir = Path(workdir).resolve()
         self.detach = detach
         self.compute = compute
@@ -109,24 +139,14 @@ class Lab:
         self.settings: dict[str, Any] = {}
         self.packages: dict[str, str] = {}  # file name -> sha256
         self.state = "new"
+        self.latency = latency
+        self.machine_names = dict(machine_names or {})
+        self.cloud_hostnames = cloud_hostnames
+        self.proxy: LatencyProxy | None = None
+        self.api_proxy_port: int | None = None
+        self.s3_proxy_port: int | None = None
 
     # -- paths --------------------------------------------------------------------------------
-
-    @property
-    def settings_path(self) -> Path:
-        return self.workdir / "fleetkit.yaml"
-
-    @property
-    def inventory_dir(self) -> Path:
-        return self.workdir / "inventory"
-
-    @property
-    def known_hosts_path(self) -> Path:
-        return self.inventory_dir / "known_hosts"
-
-    @property
-    def identity_file(self) -> Path:
-        return self.workdir / "ssh" / "id_ed25519"
 
     @property
     def hosts_dir(self) -> Path:
@@ -150,7 +170,22 @@ class Lab:
 
     @property
     def orchestrator_url(self) -> str:
+        """Where clients reach the orchestrator's API (through the proxy in latency mode)."""
+        return f"http://{self.control_plane.address}:{self.api_proxy_port or self.api_port}"
+
+    @property
+    def direct_orchestrator_url(self) -> str:
+        """The orchestrator's own API address (bypasses the latency proxy)."""
         return f"http://{self.control_plane.address}:{self.api_port}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        """Where clients and nodes reach S3 (through the proxy in latency mode)."""
+        if self.s3 is None:
+            raise LabError("this lab has no S3 server")
+        if self.s3_proxy_port is None:
+            return self.s3.endpoint
+        return f"http://{self.s3.host}:{self.s3_proxy_port}"
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -160,6 +195,10 @@ class Lab:
             return self
         self._claim_workdir()
         try:
+            if self.latency is not None:
+                self.proxy = LatencyProxy(
+                    self.workdir / "latency", delay=self.latency, detach=self.detach
+                ).start()
             self._write_client_key()
             self._write_secrets()
             self._write_packages()
@@ -168,15 +207,17 @@ class Lab:
                 self.network = netns_mod.LabNetwork(self.lab_id, subnet)
                 netns_mod.create_network(self.network)
             else:
-                self.api_port, self.nats_port = free_ports(2)
+                self.api_port, self.nats_port = self._free_ports(2)
             if self.use_s3:
                 host = self.network.gateway if self.network else "127.0.0.1"
-                self.s3 = S3Server(self.workdir / "s3", host=host, detach=self.detach).start()
+                self.s3 = self._new_s3_server(host).start()
+                self._proxy_s3()
             names = [("orch-1", CONTROL_PLANE)]
             names += [(f"node-{i}", COMPUTE) for i in range(1, self.compute + 1)]
             new = self._make_hosts(
                 [(n, HostEntry(role=r, labels=_default_labels(r))) for n, r in names]
             )
+            self._proxy_api()
             self.state = "up"
             self._save_state()
             start_hosts(new)
@@ -198,7 +239,7 @@ class Lab:
         if (self.workdir / STATE_FILE).exists():
             if Lab.load(self.workdir).is_running():
                 raise LabError(f"{self.workdir}: a lab is already up here (run lab.down first)")
-            for stale in ("hosts", "inventory", "secrets", "ssh", "packages", "s3"):
+            for stale in ("hosts", "inventory", "secrets", "ssh", "packages", "s3", "latency"):
                 shutil.rmtree(self.workdir / stale, ignore_errors=True)
             (self.workdir / STATE_FILE).unlink()
         elif any(self.workdir.iterdir()):
@@ -213,6 +254,8 @@ class Lab:
             problems.append(str(exc))
         if self.s3 is not None:
             self.s3.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
         if self.network is not None:
             problems += netns_mod.teardown(self.network)
         self.state = "down"
@@ -233,8 +276,9 @@ class Lab:
         """
         if self.s3 is None:
             host = self.network.gateway if self.network else "127.0.0.1"
-            self.s3 = S3Server(self.workdir / "s3", host=host, detach=self.detach).start()
+            self.s3 = self._new_s3_server(host).start()
             self.use_s3 = True
+            self._proxy_s3()
             self._save_state()
         fresh = self.default_settings()
         self.write_settings(query=fresh["query"])
@@ -252,6 +296,13 @@ class Lab:
                 f"{path}: no lab state here (was the lab started in {workdir}?)"
             ) from None
         lab = cls(workdir, compute=data["compute"], netns=data["netns"], s3=data["s3"])
+        lab.latency = data.get("latency")
+        lab.cloud_hostnames = data.get("cloud_hostnames", False)
+        lab.machine_names = dict(data.get("machine_names") or {})
+        lab.api_proxy_port = data.get("api_proxy_port")
+        lab.s3_proxy_port = data.get("s3_proxy_port")
+        if data.get("proxy"):
+            lab.proxy = LatencyProxy.from_state(data["proxy"])
         lab.lab_id = data["lab_id"]
         lab.loopback_prefix = data["loopback_prefix"]
         lab.api_port = data["api_port"]
@@ -286,8 +337,14 @@ class Lab:
             ],
             "s3_server": self.s3.to_state() if self.s3 else None,
             "network": self.network.to_state() if self.network else None,
+            "latency": self.latency,
+            "cloud_hostnames": self.cloud_hostnames,
+            "machine_names": self.machine_names,
+            "proxy": self.proxy.to_state() if self.proxy else None,
+            "api_proxy_port": self.api_proxy_port,
+            "s3_proxy_port": self.s3_proxy_port,
         }
-        _atomic_write(self.workdir / STATE_FILE, json.dumps(data, indent=2) + "\n", 0o644)
+        atomic_write(self.workdir / STATE_FILE, json.dumps(data, indent=2) + "\n", 0o644)
 
     def __enter__(self) -> Lab:
         return self.up()
@@ -305,8 +362,15 @@ class Lab:
         in_inventory: bool = True,
         pin_key: bool = True,
         labels: dict[str, str] | None = None,
+        machine_name: str = "",
     ) -> LabHost:
-        """Start one more host (e.g. a device to onboard) and optionally list and pin it."""
+        """Start one more host (e.g. a device to onboard) and optionally list and pin it.
+
+        ``machine_name`` is its hostname when that should differ from ``name``.
+        """
+        if machine_name:
+            _check_machine_name(name, machine_name)
+            self.machine_names[name] = machine_name
         if self.state != "up":
             raise LabError("add_host needs a running lab (call up() first)")
         if any(h.name == name for h in self.hosts):
@@ -320,7 +384,7 @@ class Lab:
         start_hosts([host])
         self._save_state()
         if pin_key:
-            _append_line(self.known_hosts_path, host.known_hosts_line)
+            append_line(self.known_hosts_path, host.known_hosts_line)
         if in_inventory:
             self._write_inventory()
         return host
@@ -328,22 +392,29 @@ class Lab:
     def _make_hosts(self, wanted: list[tuple[str, HostEntry]]) -> list[LabHost]:
         """Create (not start) hosts: addresses, ports, files, network namespaces."""
         first = len(self.hosts) + 2  # .1 is the gateway in netns mode; keep both alike
-        if first + len(wanted) > 254:
-            raise LabError("a lab holds at most 252 hosts")
+        last = first + len(wanted) - 1
+        if self.network is not None and last > 253:
+            raise LabError("a network-namespace lab holds at most 252 hosts (one /24)")
+        if last > MAX_HOSTS + 1:
+            raise LabError(f"a lab holds at most {MAX_HOSTS} hosts")
         shared = self.network is None
-        ports = free_ports(2 * len(wanted)) if shared else []
+        ports = self._free_ports(3 * len(wanted)) if shared else []
         made: list[LabHost] = []
         for offset, (name, entry) in enumerate(wanted):
             index = first + offset
             if self.network is not None:
                 address, ssh_port = self.network.address(index), NETNS_SSH_PORT
             else:
-                address, ssh_port = f"{self.loopback_prefix}.{index}", ports[2 * offset]
+                address, ssh_port = self._loopback_address(index), ports[3 * offset]
                 if entry.role == COMPUTE:
-                    entry.bacalhau_api_port = ports[2 * offset + 1]
+                    entry.bacalhau_api_port = ports[3 * offset + 1]
             host = LabHost(name, address, ssh_port, self.hosts_dir / name, detach=self.detach)
+            host.machine_name = self._machine_name(name, entry, address)
             if self.network is not None:
                 host.netns_cidr = self.network.cidr(index)
+            if self.proxy is not None:
+                host.proxy_port = ports[3 * offset + 2]
+                self._route(ssh_route(name), (address, host.proxy_port), (address, ssh_port))
             host.directory.mkdir(parents=True, exist_ok=True)
             host.prepare(self.client_key_public)
             made.append(host)
@@ -356,217 +427,97 @@ class Lab:
                 host.netns = self.network.hosts[host.name]
         return made
 
-    # -- generated files ------------------------------------------------------------------------
+    def _loopback_address(self, index: int) -> str:
+        """Host ``index`` (2, 3, ...) on the shared loopback: 250 hosts per /24, then the next.
 
-    def _write_client_key(self) -> None:
-        key = HostKey.generate("fleetkit-lab")
-        _atomic_write(self.identity_file, key.private_openssh, 0o600)
-        _atomic_write(self.identity_file.with_suffix(".pub"), key.public_line + "\n", 0o644)
-        self.identity_file.parent.chmod(0o700)
-        self.client_key_public = key.public_line
-
-    def _write_secrets(self) -> None:
-        directory = self.workdir / "secrets"
-        directory.mkdir(mode=0o700, exist_ok=True)
-        _atomic_write(directory / "node_token", secrets.token_urlsafe(24) + "\n", 0o600)
-
-    def _write_packages(self) -> None:
-        directory = self.workdir / "packages"
-        directory.mkdir(exist_ok=True)
-        for filename, built in (
-            (OSQUERY_DEB, _build_osquery()),
-            (BACALHAU_TARBALL, _build_bacalhau()),
-        ):
-            if built is None:
-                continue
-            target = directory / filename
-            target.unlink(missing_ok=True)
-            try:
-                os.link(built, target)
-            except OSError:
-                shutil.copyfile(built, target)
-            self.packages[filename] = _sha256(target)
-
-    def _write_known_hosts(self) -> None:
-        lines = [
-            "# Generated by the fleetkit lab (lab/fleet.py): pinned host keys of the lab hosts."
-        ]
-        lines += [h.known_hosts_line for h in self.hosts if self.entries[h.name].pin_key]
-        _atomic_write(self.known_hosts_path, "\n".join(lines) + "\n", 0o644)
-
-    def inventory_data(self) -> dict[str, Any]:
-        groups: dict[str, dict[str, Any]] = {}
-        for host in self.hosts:
-            entry = self.entries[host.name]
-            if not entry.in_inventory:
-                continue
-            group = groups.setdefault(entry.role, {"hosts": {}})
-            item: dict[str, Any] = {"address": host.address, "port": host.ssh_port}
-            if entry.labels:
-                item["labels"] = dict(entry.labels)
-            if entry.bacalhau_api_port is not None:
-                item["bacalhau_api_port"] = entry.bacalhau_api_port
-            group["hosts"][host.name] = item
-        return groups
-
-    def _write_inventory(self) -> None:
-        header = (
-            "# Generated by the fleetkit lab (lab/fleet.py) for the lab in this directory;\n"
-            "# rewritten when the lab adds a host. Onboarded hosts go to hosts.d/.\n"
-        )
-        text = header + yaml.safe_dump(self.inventory_data(), sort_keys=False)
-        _atomic_write(self.inventory_dir / "lab.yaml", text, 0o644)
-
-    def default_settings(self) -> dict[str, Any]:
-        """The lab's ``fleetkit.yaml`` as data (paths relative to the work dir)."""
-        settings: dict[str, Any] = {
-            "inventory": "inventory",
-            "transfer_mode": "push",
-            "service_manager": "auto",
-            "cache_dir": ".fleetkit-cache",
-            "ssh": {
-                "known_hosts": "inventory/known_hosts",
-                "identity_file": "ssh/id_ed25519",
-                "use_agent": False,
-                "load_ssh_config": False,
-                "connect_timeout": 5,
-                "command_timeout": 120,
-                "parallelism": 32,
-            },
-            "osquery": {
-                "version": OSQUERY_VERSION,
-                "package": self._package_entry(OSQUERY_DEB),
-            },
-            "bacalhau": {
-                "version": BACALHAU_VERSION,
-                "package": self._package_entry(BACALHAU_TARBALL),
-                "node_token": {"file": "secrets/node_token"},
-                "api_port": self.api_port,
-                "nats_port": self.nats_port,
-                "orchestrator_url": self.orchestrator_url,
-                "container_engine": "skip",
-                "heartbeat_interval": "1s",
-                "disconnect_timeout": "3s",
-            },
-            "query": {"timeout": 60, "publisher": "none"},
-        }
-        if self.network is not None:
-            settings["admin_networks"] = [f"{self.network.gateway}/32"]
-        if self.s3 is not None:
-            self._write_s3_secrets(self.s3)
-            settings["query"]["publisher"] = "s3"
-            settings["query"]["s3"] = {
-                "bucket": self.s3.bucket,
-                "region": "us-east-1",
-                "endpoint": self.s3.endpoint,
-                "access_key_id": {"file": "secrets/s3_access_key_id"},
-                "secret_access_key": {"file": "secrets/s3_secret_access_key"},
-            }
-        return settings
-
-    def _package_entry(self, filename: str) -> dict[str, str]:
-        # A missing stand-in still gets an entry (fleetkit.yaml needs one); provisioning
-        # then fails on the hash, naming the file, which is the honest outcome.
-        sha = self.packages.get(filename, hashlib.sha256(b"").hexdigest())
-        return {"source": f"packages/{filename}", "sha256": sha}
-
-    def _write_s3_secrets(self, server: S3Server) -> None:
-        directory = self.workdir / "secrets"
-        _atomic_write(directory / "s3_access_key_id", server.access_key_id + "\n", 0o600)
-        _atomic_write(directory / "s3_secret_access_key", server.secret_access_key + "\n", 0o600)
-
-    def write_settings(self, **changes: Any) -> None:
-        """Rewrite ``fleetkit.yaml`` with ``changes`` merged in (dicts deep-merged, None deletes).
-
-        Example: ``lab.write_settings(query={"publisher": "s3"})``. Changes stick
-        for later calls; ``write_settings()`` with no arguments rewrites as is.
+        Indexes 2..251 keep the lab's own 127.A.B.0/24 (``127.A.B.index``);
+        later ones continue in 127.A.B+1.0/24 and so on (the whole 127/8 is local).
         """
-        self.settings = _merge(self.settings or self.default_settings(), changes)
-        self._write_settings_file()
+        _, a, b = (int(part) for part in self.loopback_prefix.split("."))
+        block, offset = divmod(index - 2, 250)
+        a, b = a + (b + block) // 256, (b + block) % 256
+        return f"127.{a}.{b}.{offset + 2}"
 
-    def reset_settings(self) -> None:
-        """Back to the settings ``up()`` wrote (for tests that changed them)."""
-        self.settings = self.default_settings()
-        self._write_settings_file()
+    def _ports_in_use(self) -> set[int]:
+        """Every port this lab has handed out (some maybe not bound yet)."""
+        ports = {self.api_port, self.nats_port, self.api_proxy_port, self.s3_proxy_port}
+        ports.add(self.s3.port if self.s3 is not None else None)
+        for host in self.hosts:
+            ports |= {host.ssh_port, host.proxy_port, self.entries[host.name].bacalhau_api_port}
+        return {p for p in ports if p}
 
-    def _write_settings_file(self) -> None:
-        header = (
-            "# Generated by the fleetkit lab (lab/fleet.py). Paths are relative to this file.\n"
-            "# Stand-in packages, lab host keys and secrets live beside it.\n"
-        )
-        text = header + yaml.safe_dump(self.settings, sort_keys=False)
-        _atomic_write(self.settings_path, text, 0o644)
+    def _free_ports(self, count: int) -> list[int]:
+        """Ports free now and not already given to a daemon of this lab that has yet to bind."""
+        return free_ports(count, exclude=self._ports_in_use())
+
+    def _new_s3_server(self, host: str) -> S3Server:
+        port = self._free_ports(1)[0] if self.network is None else 0
+        return S3Server(self.workdir / "s3", host=host, port=port, detach=self.detach)
+
+    def _machine_name(self, name: str, entry: HostEntry, address: str) -> str:
+        """The host's machine hostname: asked for, cloud-style, or "" (= its name)."""
+        if name in self.machine_names:
+            return self.machine_names[name]
+        if self.cloud_hostnames and entry.role == COMPUTE:
+            match = re.fullmatch(r"node-(\d+)", name)
+            if match and int(match.group(1)) % 2 == 0:
+                return "ip-10-" + "-".join(address.split(".")[1:])
+        return ""
+
+    # -- latency mode ---------------------------------------------------------------------------
+
+    def _route(self, name: str, listen: tuple[str, int], upstream: tuple[str, int]) -> None:
+        assert self.proxy is not None
+        try:
+            kind = "ssh" if name.startswith("ssh:") else "http"
+            self.proxy.add(name, listen, upstream, kind=kind)
+        except ProxyError as exc:
+            raise LabError(str(exc)) from None
+
+    def _proxy_api(self) -> None:
+        """Put the proxy in front of the orchestrator's API (it listens on every address)."""
+        if self.proxy is None:
+            return
+        address = self.control_plane.address
+        self.api_proxy_port = self._free_ports(1)[0]
+        self._route(API_ROUTE, (address, self.api_proxy_port), (address, self.api_port))
+
+    def _proxy_s3(self) -> None:
+        if self.proxy is None or self.s3 is None:
+            return
+        self.s3_proxy_port = self._free_ports(1)[0]
+        self._route(S3_ROUTE, (self.s3.host, self.s3_proxy_port), (self.s3.host, self.s3.port))
+
+    def _require_proxy(self) -> LatencyProxy:
+        if self.proxy is None:
+            raise LabError("this lab has no latency proxy (start it with latency=...)")
+        return self.proxy
+
+    def freeze(self, name: str) -> None:
+        """Host ``name`` stops answering: its SSH traffic is held both ways, nothing closed."""
+        self.host(name)
+        self._require_proxy().freeze(ssh_route(name))
+
+    def cut(self, name: str) -> int:
+        """Reset every open SSH connection to host ``name`` (a crash); how many there were."""
+        self.host(name)
+        return self._require_proxy().cut(ssh_route(name))
+
+    def thaw(self, name: str) -> None:
+        """Host ``name`` answers again; what was held is delivered."""
+        self._require_proxy().thaw(ssh_route(name))
+
+    def set_latency(self, seconds: float) -> None:
+        """Change the one-way delay of every proxied connection from now on."""
+        self._require_proxy().set_delay(seconds)
+        self.latency = seconds
         self._save_state()
 
-    def check_settings(self) -> None:
-        """Load ``fleetkit.yaml`` with fleetkit's own loader (raises its ConfigError if bad)."""
-        from fleetkit.foundation.settings import load_settings
 
-        load_settings(self.environ(), str(self.workdir), str(self.settings_path))
-
-    def environ(self) -> dict[str, str]:
-        """The environment to run fleetkit in against this lab."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETKIT_")}
-        env["FLEETKIT_SETTINGS"] = str(self.settings_path)
-        if self.s3 is not None:
-            env["AWS_ACCESS_KEY_ID"] = self.s3.access_key_id
-            env["AWS_SECRET_ACCESS_KEY"] = self.s3.secret_access_key
-            env["AWS_DEFAULT_REGION"] = "us-east-1"
-        return env
+def _check_machine_name(name: str, machine: str) -> None:
+    if not _MACHINE_NAME_RE.fullmatch(machine):
+        raise LabError(f"{name}: machine name {machine!r} is not a valid hostname label")
 
 
 def _default_labels(role: str) -> dict[str, str]:
     return dict(DEFAULT_LABELS) if role == COMPUTE else {}
-
-
-def _build_osquery() -> Path | None:
-    try:
-        from lab.standins.osquery.build import build_deb
-    except ImportError:
-        return None
-    return build_cached("osquery", OSQUERY_DEB, lambda out: build_deb(out, OSQUERY_VERSION))
-
-
-def _build_bacalhau() -> Path | None:
-    try:  # owned by the Bacalhau stand-in engineer; the lab works without it
-        from lab.standins.bacalhau.build import build_tarball
-    except ImportError:
-        return None
-    return build_cached(
-        "bacalhau", BACALHAU_TARBALL, lambda out: build_tarball(out, BACALHAU_VERSION, "amd64")
-    )
-
-
-def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in changes.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(mode)
-    tmp.replace(path)
-
-
-def _append_line(path: Path, line: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if text and not text.endswith("\n"):
-        text += "\n"
-    _atomic_write(path, text + line + "\n", 0o644)

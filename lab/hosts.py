@@ -19,7 +19,6 @@ meant for test assertions and fault injection.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import random
 import shlex
@@ -27,7 +26,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from lab.processes import alive, die_with_parent
+
 SSHD = "/usr/sbin/sshd"
-_PR_SET_PDEATHSIG = 1
 OVERLAID = ("etc", "var", "opt", "usr", "srv", "home")
 #: What commands run through :meth:`LabHost.sh` see: a clean, predictable environment.
 HOST_ENV = {
@@ -132,6 +132,10 @@ class LabHost:
     netns_cidr: str | None = None
     unshare_pid: int | None = None
     init_pid: int | None = None
+    #: The machine's own hostname (``uname -n`` inside the host); "" = its inventory name.
+    machine_name: str = ""
+    #: Where the lab's latency proxy listens for this host's SSH (same address), or None.
+    proxy_port: int | None = None
     #: True: the host outlives the process that started it (``invoke lab.up``);
     #: False: it dies with that process's thread, even on SIGKILL (test fixtures).
     detach: bool = True
@@ -150,6 +154,8 @@ class LabHost:
             "netns_cidr": self.netns_cidr,
             "unshare_pid": self.unshare_pid,
             "init_pid": self.init_pid,
+            "machine_name": self.machine_name,
+            "proxy_port": self.proxy_port,
         }
 
     @classmethod
@@ -164,11 +170,24 @@ class LabHost:
             netns_cidr=data.get("netns_cidr"),
             unshare_pid=data.get("unshare_pid"),
             init_pid=data.get("init_pid"),
+            machine_name=data.get("machine_name", ""),
+            proxy_port=data.get("proxy_port"),
         )
 
     @property
+    def hostname(self) -> str:
+        """The machine hostname (what ``hostname`` prints on it), not the inventory name."""
+        return self.machine_name or self.name
+
+    @property
+    def client_port(self) -> int:
+        """The port SSH clients use: the latency proxy's when there is one, else sshd's."""
+        return self.proxy_port or self.ssh_port
+
+    @property
     def known_hosts_line(self) -> str:
-        name = self.address if self.ssh_port == 22 else f"[{self.address}]:{self.ssh_port}"
+        port = self.client_port
+        name = self.address if port == 22 else f"[{self.address}]:{port}"
         return f"{name} {self.host_key}"
 
     # -- building the host's files ----------------------------------------------------------
@@ -205,7 +224,7 @@ class LabHost:
         _write(self.upper("/etc/ssh/ssh_host_ed25519_key.pub"), key.public_line + "\n", 0o644)
         _write(self.upper("/etc/ssh/sshd_config"), self.sshd_config(), 0o644)
         _write(self.directory / "lab-init.py", _INIT, 0o644)
-        _write(self.upper("/etc/hostname"), self.name + "\n", 0o644)
+        _write(self.upper("/etc/hostname"), self.hostname + "\n", 0o644)
         _write(self.upper("/etc/hosts"), self.etc_hosts(), 0o644)
         ssh_dir = root / ".ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
@@ -230,6 +249,9 @@ class LabHost:
                 "StrictModes yes",
                 "UseDNS no",
                 "PrintMotd no",
+                # VERBOSE logs one "Starting session: command ..." line per exec channel:
+                # what lab.counters counts (LogLevel INFO logs logins only).
+                "LogLevel VERBOSE",
                 # fleetkit opens many sessions at once during fan-out and tests.
                 "MaxStartups 200:30:400",
                 "MaxSessions 100",
@@ -246,14 +268,14 @@ class LabHost:
             base = "127.0.0.1\tlocalhost\n"
         if base and not base.endswith("\n"):
             base += "\n"
-        return base + f"{self.address}\t{self.name}\n"
+        return base + f"{self.address}\t{self.hostname}\n"
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def boot_script(self) -> str:
         """The shell that becomes PID 1: mounts, hostname, network, then the init."""
         ov = shlex.quote(str(self.overlay_dir))
-        lines = ["set -e", f"hostname {shlex.quote(self.name)}"]
+        lines = ["set -e", f"hostname {shlex.quote(self.hostname)}"]
         for top in OVERLAID:
             lines.append(
                 f"mount -t overlay fk-lab -o lowerdir=/{top},upperdir={ov}/{top}.up,"
@@ -366,16 +388,16 @@ class LabHost:
     def is_running(self) -> bool:
         return self.unshare_pid is not None and _alive(self.unshare_pid, self.directory)
 
-    def kill(self) -> None:
+    def kill(self, timeout: float = 10) -> None:
         """The whole host is gone at once (power cut): every process in it is SIGKILLed."""
         self._signal_kill()
         pid = self.unshare_pid
         if self._process is not None:
-            self._process.wait(timeout=10)
+            self._process.wait(timeout=timeout)
         elif pid is not None:
-            _wait_gone(pid, timeout=10)
+            _wait_gone(pid, timeout=timeout)
         if self.init_pid is not None:
-            _wait_gone(self.init_pid, timeout=10)
+            _wait_gone(self.init_pid, timeout=timeout)
         self._process = None
         self.unshare_pid = None
         self.init_pid = None
@@ -503,6 +525,11 @@ class LabHost:
                 raise LabError(f"{self.name}: sshd still accepting after stop")
             time.sleep(0.02)
 
+    @property
+    def sshd_log(self) -> Path:
+        """The host's sshd log as seen from the machine running the lab (overlay upper dir)."""
+        return self.upper("/var/log/sshd.log")
+
     def start_sshd(self, timeout: float = 10) -> None:
         """Start sshd again (it daemonizes; the host's init adopts and reaps it)."""
         if not self._accepts():
@@ -525,22 +552,17 @@ def start_hosts(hosts: Iterable[LabHost], timeout: float = 30) -> None:
 
 
 def stop_hosts(hosts: Iterable[LabHost]) -> None:
-    """Kill every host; signals go out first so hosts die in parallel."""
+    """Kill every host; signals go out first so hosts die in parallel.
+
+    The kernel tears thousands of processes down one after another, and slower on a
+    busy machine: the hosts share one deadline that grows with their number.
+    """
     chosen = list(hosts)
     for host in chosen:
         host._signal_kill()
+    deadline = time.monotonic() + 10 + 0.1 * len(chosen)
     for host in chosen:
-        host.kill()
-
-
-def die_with_parent() -> None:
-    """In a child before exec: get SIGKILL when the parent (thread) dies.
-
-    ``unshare --kill-child`` then takes the whole host down, so a test session
-    killed outright leaves no lab behind (network namespaces excepted).
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        host.kill(timeout=max(1.0, deadline - time.monotonic()))
 
 
 #: Ports handed out by the lab: below the kernel's ephemeral range (32768-60999)
@@ -548,17 +570,21 @@ def die_with_parent() -> None:
 _PORT_RANGE = (20000, 32000)
 
 
-def free_ports(count: int, address: str = "") -> list[int]:
+def free_ports(count: int, address: str = "", exclude: Collection[int] = ()) -> list[int]:
     """``count`` distinct TCP ports free right now (all held open until all are chosen).
 
     Random ports below the ephemeral range, each proven free by binding it.
+    ``exclude``: ports already handed out but maybe not bound yet (a lab's own).
     """
     sockets: list[socket.socket] = []
     try:
         while len(sockets) < count:
+            port = random.randint(*_PORT_RANGE)
+            if port in exclude:
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
-                s.bind((address, random.randint(*_PORT_RANGE)))
+                s.bind((address, port))
             except OSError:
                 s.close()
                 continue
@@ -577,14 +603,7 @@ def _write(path: Path, text: str, mode: int) -> None:
 
 def _alive(pid: int, directory: Path) -> bool:
     """True when ``pid`` is still one of this host's processes (guards against pid reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if status.rsplit(")", 1)[-1].split()[0] == "Z":
-        return False
-    return str(directory).encode() in cmdline
+    return alive(pid, str(directory).encode())
 
 
 def _wait_gone(pid: int, timeout: float) -> None:

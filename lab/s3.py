@@ -9,8 +9,6 @@ its pid is recorded in the lab's state file.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.hosts import LabError, die_with_parent, free_ports
+from lab import processes
+from lab.hosts import LabError, free_ports
 
 DEFAULT_BUCKET = "fleetkit-results"
+_MARKER = b"moto.server"
 REGION = "us-east-1"
 
 
@@ -48,19 +48,12 @@ class S3Server:
         if not self.port:
             self.port = free_ports(1, self.host)[0]
         self.directory.mkdir(parents=True, exist_ok=True)
-        log = open(self.directory / "moto.log", "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                preexec_fn=None if self.detach else die_with_parent,
-                cwd=self.directory,
-            )
-        finally:
-            log.close()
+        self._process = processes.spawn(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            self.directory / "moto.log",
+            detach=self.detach,
+            cwd=self.directory,
+        )
         self.pid = self._process.pid
         self._wait_ready(timeout)
         self.create_bucket(self.bucket)
@@ -104,17 +97,7 @@ class S3Server:
         return found
 
     def stop(self) -> None:
-        if self.pid is not None and _is_moto(self.pid):
-            os.kill(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            while _is_moto(self.pid) and time.monotonic() < deadline:
-                if self._process is not None and self._process.poll() is not None:
-                    break
-                time.sleep(0.02)
-            if _is_moto(self.pid):
-                os.kill(self.pid, signal.SIGKILL)
-        if self._process is not None:
-            self._process.wait(timeout=5)
+        processes.stop(self.pid, self._process, _MARKER)
         self._process = None
         self.pid = None
 
@@ -140,12 +123,3 @@ class S3Server:
             secret_access_key=data["secret_access_key"],
             pid=data.get("pid"),
         )
-
-
-def _is_moto(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return b"moto.server" in cmdline and stat.rsplit(")", 1)[-1].split()[0] != "Z"

@@ -23,6 +23,7 @@ from invoke.tasks import task
 from fleetkit.foundation.secrets import redact, remember_secret
 from lab.fleet import Lab
 from lab.hosts import LabError, LabHost
+from lab.latency import ProxyError, parse_delay
 
 DEFAULT_DIR = ".lab"
 #: Values after these keys are secrets in any config file shown (YAML, env, flags).
@@ -67,21 +68,42 @@ def _load(directory: str) -> Lab:
         "dir": f"work directory of the lab (default {DEFAULT_DIR})",
         "s3": "also start a local S3 server (moto) and publish query results there",
         "netns": "put every host in its own network namespace (10.R.S.N addresses)",
+        "latency": "one-way delay of a proxy in front of every sshd, the orchestrator API "
+        "and S3, e.g. 40ms (0ms: proxy without delay, for its counters)",
+        "machine_names": "machine hostnames that differ from inventory names: "
+        "node-2=ip-10-0-1-29,node-3=web-3",
+        "cloud_hostnames": "give every second compute host a cloud-style hostname (ip-10-...)",
     }
 )
 def up(
-    c: Context, compute: int = 3, dir: str = DEFAULT_DIR, s3: bool = False, netns: bool = False
+    c: Context,
+    compute: int = 3,
+    dir: str = DEFAULT_DIR,
+    s3: bool = False,
+    netns: bool = False,
+    latency: str = "",
+    machine_names: str = "",
+    cloud_hostnames: bool = False,
 ) -> None:
     """Start a local lab fleet (not provisioned) and write its fleetkit setup."""
     workdir = _workdir(dir)
     try:
-        lab = Lab(workdir, compute=compute, s3=s3, netns=netns).up()
-    except LabError as exc:
+        lab = Lab(
+            workdir,
+            compute=compute,
+            s3=s3,
+            netns=netns,
+            latency=parse_delay(latency) if latency else None,
+            machine_names=_name_pairs(machine_names),
+            cloud_hostnames=cloud_hostnames,
+        ).up()
+    except (LabError, ProxyError) as exc:
         raise Exit(f"lab: {exc}", code=1) from None
     print(f"lab: {len(lab.hosts)} hosts up in {workdir} (not provisioned)")
     _print_hosts(lab)
     if lab.s3 is not None:
-        print(f"lab: S3 at {lab.s3.endpoint}, bucket {lab.s3.bucket}")
+        print(f"lab: S3 at {lab.s3_endpoint}, bucket {lab.s3.bucket}")
+    _print_latency(lab)
     print("lab: to use fleetkit against it:")
     print(f"export FLEETKIT_SETTINGS={shlex.quote(str(lab.settings_path))}")
 
@@ -104,7 +126,8 @@ def status(c: Context, dir: str = DEFAULT_DIR) -> None:
     print(f"lab: {_workdir(dir)} ({lab.state}); settings {lab.settings_path}")
     _print_hosts(lab)
     if lab.s3 is not None:
-        print(f"S3 {lab.s3.endpoint} bucket {lab.s3.bucket}")
+        print(f"S3 {lab.s3_endpoint} bucket {lab.s3.bucket}")
+    _print_latency(lab)
     if lab.state == "up" and not lab.is_running():
         raise Exit("lab: state file says up but no host is running", code=1)
 
@@ -127,19 +150,51 @@ def show(c: Context, host: str, dir: str = DEFAULT_DIR) -> None:
     print(describe_host(lab, chosen))
 
 
+def _name_pairs(text: str) -> dict[str, str]:
+    """``node-2=ip-10-0-1-29,node-3=web-3`` -> a dict (bad pairs: exit 2)."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, machine = item.partition("=")
+        if not sep or not name.strip() or not machine.strip():
+            raise Exit(f"lab: --machine-names: expected NAME=HOSTNAME, got {item!r}", code=2)
+        pairs[name.strip()] = machine.strip()
+    return pairs
+
+
 def _print_hosts(lab: Lab) -> None:
     for host in lab.hosts:
         entry = lab.entries[host.name]
         running = "running" if host.is_running() else "stopped"
         ssh = "ssh ok" if running == "running" and _accepts(host) else "ssh down"
         labels = ",".join(f"{k}={v}" for k, v in entry.labels.items()) or "-"
+        machine = f"  hostname {host.hostname}" if host.hostname != host.name else ""
         print(
-            f"  {host.name:<10} {entry.role:<13} {host.address}:{host.ssh_port:<6} "
-            f"{running:<8} {ssh:<8} labels {labels}"
+            f"  {host.name:<10} {entry.role:<13} {host.address}:{host.client_port:<6} "
+            f"{running:<8} {ssh:<8} labels {labels}{machine}"
         )
 
 
+def _print_latency(lab: Lab) -> None:
+    """The proxy's delay and whether it runs (status must show latency mode)."""
+    if lab.proxy is None:
+        return
+    delay = f"{(lab.latency or 0) * 1000:g} ms one way"
+    if not lab.proxy.is_running():
+        print(f"latency: {delay}, but the proxy (pid {lab.proxy.pid}) is not running")
+        return
+    try:
+        routes = lab.proxy.stats()
+    except ProxyError as exc:
+        print(f"latency: {delay}; proxy not answering: {exc}")
+        return
+    frozen = sorted(name for name, r in routes.items() if r["frozen"])
+    line = f"latency: {delay} (proxy pid {lab.proxy.pid}, {len(routes)} routes"
+    line += f", frozen: {', '.join(frozen)})" if frozen else ")"
+    print(line)
+
+
 def _accepts(host: LabHost) -> bool:
+    """sshd itself answers (not the latency proxy, which accepts for any host)."""
     try:
         with socket.create_connection((host.address, host.ssh_port), timeout=0.5):
             return True
@@ -153,6 +208,7 @@ def describe_host(lab: Lab, host: LabHost) -> str:
     script = "\n".join(
         [
             'echo "== hostname: $(hostname)"',
+            f"echo {shlex.quote('== inventory name: ' + host.name)}",
             "echo '== files'",
             f"for p in {paths}; do",
             '  if [ -e "$p" ] || [ -L "$p" ]; then ls -ld "$p"; else echo "(missing) $p"; fi',

@@ -20,6 +20,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,13 +85,22 @@ def netns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture
 def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFactory]:
-    """``lab_factory(compute=3, netns=False, s3=False) -> Lab`` (started); all torn down."""
+    """``lab_factory(compute=3, netns=False, s3=False, **options) -> Lab`` (started).
+
+    ``options`` go to :class:`Lab` (``latency=0.04``, ``machine_names={...}``,
+    ``cloud_hostnames=True``). Every lab made is torn down when the test ends.
+    """
     _require_lab()
     made: list[Lab] = []
 
-    def make(*, compute: int = 3, netns: bool = False, s3: bool = False) -> Lab:
+    def make(*, compute: int = 3, netns: bool = False, s3: bool = False, **options: Any) -> Lab:
         started = Lab(
-            tmp_path_factory.mktemp("lab"), compute=compute, netns=netns, s3=s3, detach=False
+            tmp_path_factory.mktemp("lab"),
+            compute=compute,
+            netns=netns,
+            s3=s3,
+            detach=False,
+            **options,
         )
         made.append(started)
         return started.up()

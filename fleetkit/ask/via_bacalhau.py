@@ -148,8 +148,8 @@ class BacalhauTransport:
     def from_runtime(
         cls, rt: Runtime, client_factory: ClientFactory | None = None
     ) -> BacalhauTransport:
-        factory = client_factory or BacalhauClient.from_runtime
-        return cls(factory(rt), rt.settings, _inventory_compute(rt), rt.env)
+        client = client_factory(rt) if client_factory else rt.orchestrator
+        return cls(client, rt.settings, _inventory_compute(rt), rt.env)
 
     def ask(self, question: Question, scope: Scope) -> Collected:
         command = osquery_command(question.argv, self.settings.osquery.extensions_socket)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import secrets
@@ -13,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from lab.fleet import Lab
-from lab.hosts import LabHost
+from lab.hosts import LabError, LabHost
 
 pytestmark = pytest.mark.lab
 
 
-def ssh(lab: Lab, host: LabHost, command: str) -> subprocess.CompletedProcess[str]:
+def ssh(
+    lab: Lab, host: LabHost, command: str, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     """Plain OpenSSH with the lab's key and strict pinned host keys (independent of fleetkit)."""
     return subprocess.run(
         [
@@ -36,13 +40,13 @@ def ssh(lab: Lab, host: LabHost, command: str) -> subprocess.CompletedProcess[st
             "-o",
             "ConnectTimeout=5",
             "-p",
-            str(host.ssh_port),
+            str(host.client_port),
             f"root@{host.address}",
             command,
         ],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout,
         check=False,
     )
 
@@ -73,7 +77,7 @@ def test_each_host_answers_ssh_with_its_own_hostname(lab: Lab) -> None:
     for host in lab.hosts:
         result = ssh(lab, host, "hostname; cat /etc/hostname")
         assert result.returncode == 0, result.stderr
-        assert result.stdout.split() == [host.name, host.name]
+        assert result.stdout.split() == [host.hostname, host.hostname]
 
 
 def test_generated_setup_is_complete_and_loads_in_fleetkit(lab: Lab) -> None:
@@ -298,6 +302,84 @@ def test_write_settings_merges_deletes_and_resets(lab_factory) -> None:
     assert load_settings(small.environ(), "/").query.timeout == 60.0
 
 
+def test_machine_hostnames_can_differ_from_inventory_names(lab_factory) -> None:
+    from lab.tasks import describe_host
+
+    small = lab_factory(compute=3, cloud_hostnames=True, machine_names={"node-3": "web-3-prod"})
+    node1, node2, node3 = small.compute_hosts
+    cloud = "ip-10-" + "-".join(node2.address.split(".")[1:])
+    assert [h.hostname for h in (node1, node2, node3)] == ["node-1", cloud, "web-3-prod"]
+    for host in (node1, node2, node3):
+        answer = ssh(small, host, "hostname; uname -n; cat /etc/hostname; getent hosts $(hostname)")
+        assert answer.returncode == 0, answer.stderr
+        lines = answer.stdout.splitlines()
+        assert lines[:3] == [host.hostname] * 3
+        assert lines[3].split() == [host.address, host.hostname]
+    # the inventory keeps the lab names: fleetkit must map nodes to them itself
+    inventory = (small.inventory_dir / "lab.yaml").read_text()
+    assert "node-2:" in inventory and cloud not in inventory
+    shown = describe_host(small, node2)
+    assert f"== hostname: {cloud}" in shown
+    assert "== inventory name: node-2" in shown
+    device = small.add_host("device-7", machine_name="ip-172-31-5-7", in_inventory=False)
+    assert device.sh("hostname").stdout.strip() == "ip-172-31-5-7"
+    reloaded = Lab.load(small.workdir)
+    assert reloaded.host("node-2").hostname == cloud
+    with pytest.raises(LabError, match="not a valid hostname"):
+        Lab(small.workdir / "never", machine_names={"node-1": "bad name; rm -rf /"})
+    with pytest.raises(LabError, match="shared loopback network"):
+        Lab(small.workdir / "never", netns=True, latency=0.04)
+
+
+def test_latency_mode_proxies_ssh_and_counts_what_it_carries(lab_factory) -> None:
+    from lab.counters import snapshot, usage
+    from lab.tasks import _print_latency
+
+    slow = lab_factory(compute=1, s3=True, latency=0.05)
+    node = slow.compute_hosts[0]
+    assert node.client_port != node.ssh_port
+    assert f"[{node.address}]:{node.client_port} " in slow.known_hosts_path.read_text()
+    assert f"port: {node.client_port}" in (slow.inventory_dir / "lab.yaml").read_text()
+    assert slow.settings["bacalhau"]["orchestrator_url"] == slow.orchestrator_url
+    assert slow.orchestrator_url != slow.direct_orchestrator_url
+    assert slow.settings["query"]["s3"]["endpoint"] == slow.s3_endpoint != slow.s3.endpoint
+    assert slow.s3 is not None and slow.s3_endpoint != slow.s3.endpoint
+    assert requests_ok(slow.s3_endpoint)
+
+    before = snapshot(slow)
+    answer = ssh(slow, node, "hostname")
+    assert (answer.returncode, answer.stdout.strip()) == (0, "node-1")
+    spent = usage(before, snapshot(slow)).hosts["node-1"]
+    assert (spent.logins, spent.exec_channels, spent.tcp_connections) == (1, 1, 1)
+    assert spent.round_trips >= 5  # key exchange, auth, channel, command
+    assert usage(before, snapshot(slow)).hosts["orch-1"].tcp_connections == 0
+
+    late = slow.add_host("node-2", labels={"role": "osquery"})  # proxied like the others
+    assert late.client_port != late.ssh_port
+    assert ssh(slow, late, "hostname").stdout.strip() == "node-2"
+
+    slow.freeze("node-1")
+    with pytest.raises(subprocess.TimeoutExpired):
+        ssh(slow, node, "true", timeout=2)  # no answer, no reset: it hangs
+    slow.thaw("node-1")
+    assert ssh(slow, node, "true").returncode == 0
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        _print_latency(Lab.load(slow.workdir))
+    assert "latency: 50 ms one way" in buffer.getvalue()
+    proxy_pid = slow.proxy.pid
+    slow.down()
+    assert not Path(f"/proc/{proxy_pid}").exists()
+
+
+def requests_ok(url: str) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/", timeout=10) as reply:
+        return reply.status == 200
+
+
 def processes_in_namespace(ns: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -378,8 +460,12 @@ def lab_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_lab_cli_up_show_status_down(tmp_path: Path) -> None:
     workdir = tmp_path / "cli-lab"
     try:
-        up = lab_cli("up", "--dir", str(workdir), "--compute", "1")
+        up = lab_cli(
+            "up", "--dir", str(workdir), "--compute", "1",
+            "--latency", "40ms", "--machine-names", "node-1=ip-10-9-9-9",
+        )  # fmt: skip
         assert up.returncode == 0, up.stderr
+        assert "latency: 40 ms one way" in up.stdout
         assert f"export FLEETKIT_SETTINGS={workdir}/fleetkit.yaml" in up.stdout
         # the hosts outlived the process that started them
         lab = Lab.load(workdir)
@@ -392,7 +478,8 @@ def test_lab_cli_up_show_status_down(tmp_path: Path) -> None:
         )
         shown = lab_cli("show", "node-1", "--dir", str(workdir))
         assert shown.returncode == 0, shown.stderr
-        assert "== hostname: node-1" in shown.stdout
+        assert "== hostname: ip-10-9-9-9" in shown.stdout
+        assert "== inventory name: node-1" in shown.stdout
         assert "(osquery is not installed)" in shown.stdout
         assert "Token: <redacted>" in shown.stdout
         assert "Port: 1234" in shown.stdout
@@ -403,10 +490,16 @@ def test_lab_cli_up_show_status_down(tmp_path: Path) -> None:
         status = lab_cli("status", "--dir", str(workdir))
         assert status.returncode == 0
         assert len([line for line in status.stdout.splitlines() if "ssh ok" in line]) == 2
+        assert "hostname ip-10-9-9-9" in status.stdout
+        assert "latency: 40 ms one way" in status.stdout
         down = lab_cli("down", "--dir", str(workdir))
         assert down.returncode == 0, down.stderr
         assert not node.is_running()
-        assert lab_cli("status", "--dir", str(workdir)).stdout.count("stopped") == 2
+        assert not Lab.load(workdir).proxy.is_running()
+        assert processes_mentioning(str(workdir)) == []  # (a reaped pid or a zombie)
+        stopped = lab_cli("status", "--dir", str(workdir)).stdout
+        assert stopped.count("stopped") == 2
+        assert "proxy" in stopped and "not running" in stopped
     finally:
         if (workdir / "lab.json").exists():
             Lab.load(workdir).down()

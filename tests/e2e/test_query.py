@@ -265,7 +265,7 @@ def test_ctrl_c_while_waiting_stops_the_job(provisioned_lab: Lab, tmp_path: Path
     submitted: list[str] = []
 
     def recording_client(rt: Runtime) -> BacalhauClient:
-        client = BacalhauClient.from_runtime(rt)
+        client = rt.orchestrator
         submit = client.submit_job
 
         def record(job: dict[str, Any]) -> Submitted:

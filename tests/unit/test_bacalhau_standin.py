@@ -15,6 +15,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from lab.hosts import free_ports
 from lab.standins.bacalhau.bacalhau_standin.allowlist import NotAllowed, check_local_path
@@ -829,6 +831,141 @@ def test_restarted_orchestrator_keeps_approvals_and_nodes_rejoin(guarded: Cluste
     job, executions = guarded.run(ops_job(PRINT_NODE))
     assert job["State"]["StateType"] == "Completed"
     assert executions["edge-1"]["RunOutput"]["Stdout"] == "hello from edge-1\n"
+
+
+# ---- node identity: hostname, --name persisted on first start, labels (issue 14) -------------
+
+needs_uts = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="a machine hostname of its own needs a UTS namespace (root and unshare)",
+)
+
+
+@pytest.fixture(scope="module")
+def identity(binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """An orchestrator of its own: the nodes started here never meet the other tests' jobs."""
+    c = Cluster(binary, tmp_path_factory.mktemp("identity"))
+    try:
+        c.orchestrator()
+        yield c
+    finally:
+        c.stop()
+
+
+def serve_compute(c: Cluster, data: Path, *args: str, hostname: str = "") -> Proc:
+    """``bacalhau serve --compute`` as fleetkit's config starts it: no ``--name`` unless given.
+
+    ``hostname``: run it in a UTS namespace whose machine hostname is that.
+    """
+    log = c.root / f"{data.name}-{len(c.procs)}.log"
+    argv = [
+        str(c.binary), "serve", "--compute",
+        "-c", f"DataDir={data}",
+        "-c", f"API.Port={free_port()}",
+        "-c", "API.Host=127.0.0.1",
+        "-c", f"Compute.Orchestrators=nats://127.0.0.1:{c.nats_port}",
+        "-c", f"Compute.Auth.Token={TOKEN}",
+        "-c", "Compute.Heartbeat.Interval=200ms",
+        *args,
+    ]  # fmt: skip
+    if hostname:
+        argv = ["unshare", "--uts", "/bin/sh", "-c", 'hostname "$0" && exec "$@"', hostname, *argv]
+    with open(log, "wb") as sink:
+        popen = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
+    proc = Proc(data.name, popen, log)
+    c.procs.append(proc)
+    return proc
+
+
+def metadata(data: Path) -> dict[str, Any]:
+    return dict(yaml.safe_load((data / "system_metadata.yaml").read_text()))
+
+
+def connected(c: Cluster, node_id: str) -> bool:
+    node = c.nodes().get(node_id)
+    return node is not None and node["ConnectionState"]["Status"] == "CONNECTED"
+
+
+@needs_uts
+def test_name_provider_hostname_makes_the_machine_hostname_the_node_id(
+    identity: Cluster, tmp_path: Path
+) -> None:
+    data = tmp_path / "web-9"
+    serve_compute(identity, data, "-c", "NameProvider=hostname", hostname="ip-10-0-1-29")
+    wait_for("ip-10-0-1-29 to join", lambda: connected(identity, "ip-10-0-1-29"))
+    info = identity.nodes()["ip-10-0-1-29"]["Info"]
+    assert info["Labels"]["name"] == "ip-10-0-1-29"  # the automatic label follows the ID
+    assert metadata(data)["NodeName"] == "ip-10-0-1-29"
+
+
+def test_the_first_name_is_persisted_and_later_names_are_ignored(
+    identity: Cluster, tmp_path: Path
+) -> None:
+    data = tmp_path / "edge-9"
+    first = serve_compute(identity, data, "--name", "web-9", "-c", "NameProvider=hostname")
+    wait_for("web-9 to join", lambda: connected(identity, "web-9"))
+    assert metadata(data)["NodeName"] == "web-9"  # --name wins over the provider, once
+    first.stop()
+    # Restarted with another --name, another provider, and a `Name` key (not a v1.9 key):
+    again = serve_compute(
+        identity, data, "--name", "web-10", "-c", "NameProvider=uuid", "-c", "Name=web-11"
+    )
+    wait_for("the node to rejoin", lambda: "joined orchestrator" in again.text())
+    wait_for("web-9 to be connected again", lambda: connected(identity, "web-9"))
+    assert not {"web-10", "web-11"} & set(identity.nodes())
+    assert metadata(data)["NodeName"] == "web-9"
+    assert "node name already set; ignoring the new one" in again.text()
+    assert "ignored=web-10" in again.text()
+
+
+@needs_uts
+def test_a_node_first_named_by_its_hostname_keeps_that_name_when_given_one(
+    identity: Cluster, tmp_path: Path
+) -> None:
+    """The issue-14 case: joined as ip-10-0-1-29 before fleetkit named it web-7."""
+    data = tmp_path / "web-7"
+    early = serve_compute(identity, data, "-c", "NameProvider=hostname", hostname="ip-10-0-1-30")
+    wait_for("ip-10-0-1-30 to join", lambda: connected(identity, "ip-10-0-1-30"))
+    early.stop()
+    later = serve_compute(
+        identity, data, "--name", "web-7", "-c", "NameProvider=hostname", hostname="ip-10-0-1-30"
+    )
+    wait_for("the node to rejoin", lambda: "joined orchestrator" in later.text())
+    assert "web-7" not in identity.nodes()
+    assert metadata(data)["NodeName"] == "ip-10-0-1-30"
+
+
+def test_labels_come_from_the_labels_key_and_follow_the_config_on_restart(
+    identity: Cluster, tmp_path: Path
+) -> None:
+    data = tmp_path / "lab-node"
+    config = tmp_path / "compute.yaml"
+    config.write_text(
+        "Labels:\n  role: osquery\n  fleetkit-host: web-5\n"
+        "Compute:\n  Labels:\n    ignored: yes\n"  # Compute.Labels is not a v1.9 key
+    )
+    first = serve_compute(identity, data, "--name", "web-5", "--config", str(config))
+    wait_for("web-5 to join", lambda: connected(identity, "web-5"))
+    labels = identity.nodes()["web-5"]["Info"]["Labels"]
+    assert labels == {
+        "role": "osquery",
+        "fleetkit-host": "web-5",
+        "os_type": "linux",
+        "os_arch": labels["os_arch"],
+        "name": "web-5",
+    }
+    assert set(identity.nodes(labels="fleetkit-host=web-5")) == {"web-5"}
+    first.stop()
+    # Unlike the name, labels are not persisted: a restart advertises the config's labels.
+    config.write_text("Labels:\n  role: osquery\n  fleetkit-host: web-6\n")
+    serve_compute(identity, data, "--config", str(config))
+
+    def relabelled() -> bool:
+        node = identity.nodes().get("web-5")
+        return node is not None and node["Info"]["Labels"].get("fleetkit-host") == "web-6"
+
+    wait_for("web-5 to advertise its new labels", relabelled)
+    assert set(identity.nodes(labels="fleetkit-host=web-5")) == set()
 
 
 # ---- pieces with rules worth pinning --------------------------------------------------------

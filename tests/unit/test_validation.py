@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from fleetkit.commands.policy import NAME_RE
 from fleetkit.foundation import validate
-from fleetkit.foundation.inventory import load_inventory
+from fleetkit.foundation.inventory import NAME_RE, load_inventory
 from fleetkit.foundation.selectors import parse_selector
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from tests.unit.test_settings import assert_bad_input, make_setup, provision_cli
@@ -93,7 +92,7 @@ def test_a_huge_hostile_value_is_quoted_as_a_bounded_excerpt(tmp_path: Path) -> 
 
 
 def test_modules_that_still_use_match_get_whole_string_patterns() -> None:
-    # policy.py checks names with NAME_RE.match(): the pattern itself is anchored with \Z.
+    # pack and policy names are checked with NAME_RE: the pattern itself is anchored with \Z.
     assert NAME_RE.match("rule_1") is not None
     assert NAME_RE.match("rule_1\n") is None
     assert validate.TABLE.match("curl\n") is None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -47,9 +47,6 @@ from fleetkit.clients.http import (
     quoted,
 )
 from fleetkit.clients.urls import without_userinfo
-
-if TYPE_CHECKING:
-    from fleetkit.runtime import Runtime
 
 API = "/api/v1"
 ORCHESTRATOR = f"{API}/orchestrator"
@@ -100,11 +97,6 @@ class BacalhauClient:
             self._headers["Authorization"] = f"Bearer {api_key}"
         elif username is not None and password is not None:
             self._auth = (username, password)
-
-    @classmethod
-    def from_runtime(cls, rt: Runtime) -> BacalhauClient:
-        """Deprecated alias of ``rt.orchestrator`` (kept while callers switch)."""
-        return rt.orchestrator
 
     # ---- agent
 
