@@ -28,7 +28,13 @@ from fleetkit.watch.packrecord import STATEMENT_COLUMN, failed_statements
 from fleetkit.watch.statusread import load_status
 from tests.unit.test_watch_notify import PATH_TOKEN, SECRET, Receiver, wait
 from tests.unit.test_watch_notify import receiver as receiver  # the fixture, re-exported
-from tests.unit.watch_fleet import FakeClock, Fleet, PackOrchestrator, write_watch_fleet
+from tests.unit.watch_fleet import (
+    BAD_KEY_ROW,
+    FakeClock,
+    Fleet,
+    PackOrchestrator,
+    write_watch_fleet,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SSH_PACK = REPO / "fleetkit" / "packs" / "ssh-keys.yaml"
@@ -228,6 +234,32 @@ def test_one_broken_statement_loses_none_of_the_others(tmp_path: Path) -> None:
             "ssh-keys/ssh_private_keys_encrypted_ec": "FAIL",
             "ssh-keys/ssh_private_keys_encrypted": "FAIL",
         }
+
+
+def test_hostile_node_output_is_that_nodes_failure_only(tmp_path: Path) -> None:
+    directory = fleet_dir(tmp_path)
+    pack = directory / "hunt.yaml"
+    pack.write_text(
+        "pack: hostile\nkind: hunt\nqueries:\n"
+        "  - {name: files, query: SELECT path FROM hash WHERE path = '/x'}\n"
+        "  - {name: keys, query: SELECT path FROM user_ssh_keys WHERE encrypted = 0}\n"
+    )
+    fleet = Fleet(bad_keys={"node-1", "node-2"})
+    # node-1 claims a row belongs to another statement; node-3 prints no framing at all
+    fleet.files["node-1"] = [{"fleetkit_query": "keys", "path": "/x"}]
+    fleet.garbage["node-3"] = "FLEETKIT-PACK/1 2\nFK> 1 0 99999 0 0\n\x1b[2Jgotcha"
+    status, err = watch_once(directory, PackOrchestrator(fleet), str(pack))
+    assert status == 0, err
+    with history(directory) as h:
+        [run] = h.list_runs()
+        entries = {e.node_id: e for e in h.entries(run.run_id)}
+        assert failed_statements(entries["node-1"].error) == {"files"}
+        assert "reserved" in (entries["node-1"].error or "")
+        rows = [json.loads(line) for line in h.node_rows(run.run_id, "node-1").lines()]
+        assert rows == [{STATEMENT_COLUMN: "keys", **BAD_KEY_ROW}]  # the other statement intact
+        assert entries["node-2"].state.value == "rows" and not entries["node-2"].error
+        assert entries["node-3"].state.value == "failed"
+        assert "pack output" in (entries["node-3"].error or "")
 
 
 # --------------------------------------------------------------------------- faults

@@ -37,6 +37,8 @@ class Fleet:
     broken: dict[tuple[str, str], str] = field(default_factory=dict)
     #: node -> rows any statement containing "FROM hash" returns (hunt packs).
     files: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    #: node -> what it prints instead of the pack's framing (a hostile or broken node).
+    garbage: dict[str, str] = field(default_factory=dict)
 
     def answer(self, node: str, sql: str) -> tuple[int, bytes, bytes]:
         for (who, needle), error in self.broken.items():
@@ -85,7 +87,7 @@ class PackOrchestrator:
             if node in self.fleet.down:
                 continue
             answers = [self.fleet.answer(node, sql) for sql in statements]
-            out = encode_pack_output(answers).decode()
+            out = self.fleet.garbage.get(node) or encode_pack_output(answers).decode()
             runs.append(execution(node, 9, stdout=out))
         self._runs[job_id] = runs
         if self.on_submit is not None:
