@@ -227,6 +227,7 @@ class Watch:
                     record_pack_run(recorder, answers)
                     note = f"stopped: job {answers.job_id} was stopped at the orchestrator"
                     recorder.finish(note=note)
+                    self._record_job(run_id, answers.job_id)
                     return RunOutcome("interrupted", run_id, note)
                 verdicts = answers.verdicts(scope) if pack.kind == "policy" else []
                 record_pack_run(recorder, answers, verdicts)
@@ -242,6 +243,7 @@ class Watch:
             recorder.finish(note="interrupted" if isinstance(exc, KeyboardInterrupt) else "error")
             raise
         outcome = recorder.finish()
+        self._record_job(run_id, answers.job_id)
         if not outcome.complete:
             return RunOutcome("failed", run_id, f"history: {outcome.note}")
         events = self.notify(pack.name, RunMark(recorder.started_at, run_id))
@@ -251,11 +253,20 @@ class Watch:
         )
         return RunOutcome("ok", run_id)
 
+    def _record_job(self, run_id: str, job_id: str | None) -> None:
+        """The job's id with the run (after the recorder is done with the file)."""
+        if job_id is None:
+            return
+        try:
+            self.history.set_job_id(run_id, job_id)
+        except HistoryError as exc:
+            self.env.say(terminal_safe(f"watch: run {run_id}: job id not recorded: {exc}"))
+
     def notify(self, pack: str, run: RunMark) -> int:
         """Notify ``run``, and any earlier run this process recorded but could not notify."""
-        mark = self.notifications.ledger.get(pack)
-        pending = runs_to_notify(self.view.finished_runs(pack), mark) if mark else [run]
         try:
+            mark = self.notifications.ledger.get(pack)
+            pending = runs_to_notify(self.view.finished_runs(pack), mark) if mark else [run]
             return sum(len(self.notifications.after_run(pack, r)) for r in pending)
         except HistoryError as exc:  # the next run (or restart) retries: the ledger did not move
             self.env.say(terminal_safe(f"watch: pack {pack}: events not computed: {exc}"))

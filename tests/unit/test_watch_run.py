@@ -120,6 +120,7 @@ def test_a_pack_run_is_one_job_recorded_with_its_verdicts(tmp_path: Path) -> Non
     with history(directory) as h:
         [run] = h.list_runs()
         assert run.kind == "policy" and run.question.pack == "ssh-keys" and run.status == "complete"
+        assert run.job_id == "j-0"
         assert run.coverage.answered == 3
         states = {(s.hostname, s.policy): s.verdict.value for s in h.policy_states(run.run_id)}
         assert states == {
