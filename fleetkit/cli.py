@@ -414,6 +414,29 @@ def quarantine(c: Context, hosts: str = "", release: bool = False, settings: str
     _finish(c, lambda rt: core.run(rt, hosts=hosts, release=release), settings)
 
 
+@_command(
+    iterable=["pack"],
+    pack="pack name, file or directory (repeatable; default: watch.packs, else every pack)",
+    once="run each pack once and exit (1 if a run failed); for cron and tests",
+    interval="seconds between runs of every pack, instead of each pack's interval (>= 1)",
+)
+def watch(
+    c: Context,
+    pack: list[str] | None = None,
+    once: bool = False,
+    interval: float = 0.0,
+    settings: str = "",
+) -> None:
+    """Run packs on their intervals as one job per node; record; notify on change."""
+    import fleetkit.commands.watch as core
+
+    _finish(
+        c,
+        lambda rt: core.run(rt, packs=pack or [], once=once, interval=interval or None),
+        settings,
+    )
+
+
 _PACK_OPTION = "pack file or directory (repeatable; default: packs/ by fleetkit.yaml, else shipped)"
 
 
@@ -450,7 +473,7 @@ def packs_import(
 
 
 namespace = Collection(
-    provision, query, verify, onboard, nodes, policy, hunt, quarantine, history, show, diff
+    provision, query, verify, onboard, nodes, policy, hunt, quarantine, history, show, diff, watch
 )
 #: ``invoke packs.list`` / ``packs.check`` / ``packs.import FILE``; the console script
 #: also takes the spaced form (``fleetkit packs import FILE``, see :func:`main`).

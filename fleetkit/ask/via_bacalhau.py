@@ -33,7 +33,9 @@ from fleetkit.clients.bacalhau import (
     BacalhauClient,
     ComputeState,
     Execution,
-    build_osquery_job,
+    TaskCommand,
+    build_ops_job,
+    osquery_command,
     stdout_key,
 )
 from fleetkit.foundation.environment import Environment
@@ -74,6 +76,23 @@ class BacalhauTransport:
         return cls(client, rt.settings, _inventory_compute(rt), rt.env)
 
     def ask(self, question: Question, scope: Scope) -> Collected:
+        command = osquery_command(question.argv, self.settings.osquery.extensions_socket)
+        return self.run_task(command, scope)
+
+    def run_task(
+        self,
+        command: TaskCommand,
+        scope: Scope,
+        *,
+        purpose: str = "query",
+        on_submitted: Callable[[str], None] | None = None,
+    ) -> Collected:
+        """One ops job running ``command`` on the scope's nodes, collected like a query.
+
+        The pack job (:mod:`fleetkit.ask.packrun`) runs its framing script here;
+        ``on_submitted`` learns the job id as soon as it exists (the watch stops
+        that job on SIGTERM).
+        """
         settings = self.settings
         s3 = settings.query.s3 if settings.query.publisher == "s3" else None
         nodes = self.client.nodes()
@@ -93,17 +112,19 @@ class BacalhauTransport:
         if (scope.hosts is not None or expected.strangers or expected.conflicts) and pin:
             constraints.append(pin)
         seconds = max(1, math.ceil(scope.timeout))
-        job = build_osquery_job(
-            question.argv,
+        job = build_ops_job(
+            command,
             image=settings.query.image,
             socket_dir=settings.osquery.socket_dir,
-            socket_path=settings.osquery.extensions_socket,
             constraints=constraints,
             execution_timeout=seconds,
             total_timeout=seconds + TOTAL_TIMEOUT_MARGIN,
             s3=s3,
+            purpose=purpose,
         )
         job_id = self.client.submit_job(job).job_id
+        if on_submitted is not None:
+            on_submitted(job_id)
         waited = JobWaiter(self.client, job_id, expected.ids, env=self.env).wait(scope.timeout)
         replies = collect(
             waited.executions,

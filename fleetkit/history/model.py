@@ -22,6 +22,8 @@ class RunKind(StrEnum):
     QUERY = "query"
     POLICY = "policy"
     HUNT = "hunt"
+    #: A scheduled inventory pack's run (rows recorded, never judged).
+    INVENTORY = "inventory"
     VERIFY = "verify"
     WATCH = "watch"
 

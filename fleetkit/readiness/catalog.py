@@ -29,6 +29,7 @@ from fleetkit.hostfacts.facts import Fact, unique
 from fleetkit.hostfacts.probe import build_probe
 from fleetkit.readiness import cluster as c
 from fleetkit.readiness import host_checks as h
+from fleetkit.readiness import watch_check as w
 from fleetkit.readiness.expected import Expected, Looks
 from fleetkit.readiness.identity import check_identity
 from fleetkit.readiness.model import CheckResult, Subject, skipped
@@ -122,6 +123,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         needs=ORCH,
         orchestrator_row=True,
     ),
+    CheckSpec(w.NAME, ONLY_CONTROL_PLANE, w.check_watch, w.watch_facts, SSH, w.watch_required),
 )
 
 

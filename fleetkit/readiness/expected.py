@@ -53,6 +53,8 @@ class Expected:
     bacalhau: ServiceSpec
     #: The cluster's node token, compared with the one in each node's config and never shown.
     token: str = field(repr=False)
+    #: ``watch.enabled``: the control plane runs the watch service (readiness/watch_check).
+    watch: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Expected:
@@ -75,6 +77,7 @@ class Expected:
             osqueryd=osqueryd_service(settings),
             bacalhau=bacalhau_service(settings),
             token=bac.node_token.reveal(),
+            watch=settings.watch.enabled,
         )
 
     def agent_url(self, api_port: int) -> str:
