@@ -137,11 +137,12 @@ def latest_verified(history: History, *, runs: int = VERIFY_RUNS) -> list[Verifi
     """
     found: dict[str, Verified] = {}
     for run in history.list_runs(kind=RunKind.VERIFY.value, limit=runs):
-        for entry in history.entries(run.run_id):
-            if entry.node_id in found or not entry.row_count:
+        if all(entry.node_id in found for entry in history.entries(run.run_id)):
+            continue  # a newer run judged every host of this one (the usual case)
+        for entry, block in history.node_blocks(run.run_id):
+            if entry.node_id in found or not block.count:
                 continue
             where = record_name(history.path, run.run_id, entry.node_id)
-            block = history.node_rows(run.run_id, entry.node_id)
             record = _host_of(entry.node_id, row_objects(block.lines(), where=where))
             found[entry.node_id] = Verified(record, run.run_id, run.started_at)
     return list(found.values())

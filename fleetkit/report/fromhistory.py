@@ -12,9 +12,9 @@ section takes, and why:
 - policies: the verdicts of the newest :data:`TREND_RUNS` policy runs of the
   period. A cell's status is the host's latest verdict on that policy; its
   trend spans the runs that evaluated that policy (a run of another pack is
-  not a gap); ``first_failed_at`` is the history's own policy state of that
-  latest run (:meth:`History.policy_states`), so a streak that began before
-  the period still shows its real start.
+  not a gap); ``first_failed_at`` follows the history's policy state as of
+  that latest run (:mod:`fleetkit.history.trends`), so a streak that began
+  before the period still shows its real start.
 - hunts: the newest :data:`HUNT_RUNS` hunt runs; a hunt run's rows *are* its
   hits (``{path, sha256}`` per node), the first :data:`HITS_KEPT` kept and
   all of them counted.
@@ -33,11 +33,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 
 from fleetkit.history import Coverage as RunCounts
-from fleetkit.history import History, RunKind, RunSummary
+from fleetkit.history import History, RunKind, RunSummary, Verdict
 from fleetkit.history.decode import record_name, row_objects
 from fleetkit.history.model import iso, parse_iso
+from fleetkit.history.trends import Trend, read_streak_starts, read_trends
 from fleetkit.history.verifyrun import latest_verified
 from fleetkit.report.model import (
     ROW_LIMIT,
@@ -147,55 +149,59 @@ def coverage(history: History, period: Period) -> tuple[RunCoverage, ...]:
 def policy_matrix(history: History, period: Period) -> PolicyMatrix:
     """Hosts x policies over the newest policy runs of the period (see the module doc)."""
     runs = recent_runs(history, period, RunKind.POLICY.value, TREND_RUNS)
-    if not runs:
-        return PolicyMatrix()
     runs.reverse()  # oldest first
-    order = {run.run_id: index for index, run in enumerate(runs)}
-    oldest = parse_iso(runs[0].started_at)
-    # (node, policy) -> {run index: status}; policy -> run indexes that evaluated it.
-    seen: dict[tuple[str, str], dict[int, PolicyStatus]] = {}
-    evaluated: dict[str, set[int]] = {}
-    for verdict in history.verdict_history(since=oldest):
-        index = order.get(verdict.run_id)
-        if index is None:
-            continue  # a run of the period beyond the newest TREND_RUNS, or still recording
-        key = (verdict.node_id, verdict.policy)
-        seen.setdefault(key, {})[index] = PolicyStatus(verdict.verdict.value)
-        evaluated.setdefault(verdict.policy, set()).add(index)
-    if not seen:
-        return PolicyMatrix(runs=tuple(run.run_id for run in runs))
-    columns = {policy: sorted(indexes) for policy, indexes in evaluated.items()}
-    latest = {key: max(statuses) for key, statuses in seen.items()}
-    since = failing_since(history, runs, latest, seen)
-    cells = {
-        key: PolicyCell(
-            status=statuses[latest[key]],
-            first_failed_at=since.get(key),
-            trend=tuple(statuses.get(index) for index in columns[key[1]]),
-        )
-        for key, statuses in seen.items()
+    run_ids = tuple(run.run_id for run in runs)
+    trends = read_trends(history, run_ids)
+    if not trends:
+        return PolicyMatrix(runs=run_ids)
+    # The runs that evaluated each policy: a trend spans those (another pack's run is no gap).
+    distinct: dict[str, set[tuple[tuple[int, Verdict], ...]]] = {}
+    for trend in trends:
+        distinct.setdefault(trend.policy, set()).add(trend.verdicts)
+    columns = {
+        policy: tuple(sorted({i for verdicts in seen for i, _ in verdicts}))
+        for policy, seen in distinct.items()
     }
-    return PolicyMatrix.from_cells(cells, runs=tuple(run.run_id for run in runs))
+    since = failing_since(history, runs, trends)
+    cells: dict[tuple[str, str], PolicyCell] = {}
+    shared: dict[tuple[object, ...], PolicyCell] = {}  # most cells of a fleet are alike
+    for t in trends:
+        key = (t.node_id, t.policy)
+        fields = (t.latest[1], since.get(key), shown_trend(t.verdicts, columns[t.policy]))
+        cell = shared.get(fields)
+        if cell is None:
+            cell = shared[fields] = PolicyCell(PolicyStatus(fields[0].value), fields[1], fields[2])
+        cells[key] = cell
+    return PolicyMatrix.from_cells(cells, runs=run_ids)
 
 
 def failing_since(
-    history: History,
-    runs: Sequence[RunSummary],
-    latest: Mapping[tuple[str, str], int],
-    seen: Mapping[tuple[str, str], Mapping[int, PolicyStatus]],
+    history: History, runs: Sequence[RunSummary], trends: Sequence[Trend]
 ) -> dict[tuple[str, str], datetime]:
-    """``first_failed_at`` of every failing cell, from the policy state of its latest run."""
-    wanted: dict[int, set[tuple[str, str]]] = {}
-    for key, index in latest.items():
-        if seen[key][index] is PolicyStatus.FAIL:
-            wanted.setdefault(index, set()).add(key)
+    """``first_failed_at`` of every failing cell: from its trend when the runs shown hold
+    its start, else looked up in the whole history."""
     found: dict[tuple[str, str], datetime] = {}
-    for index, keys in wanted.items():
-        for state in history.policy_states(runs[index].run_id):
-            key = (state.node_id, state.policy)
-            if key in keys and state.first_failed_at:
-                found[key] = parse_iso(state.first_failed_at)
+    older: list[tuple[str, str, str]] = []
+    for trend in trends:
+        if trend.latest[1] is not Verdict.FAIL:
+            continue
+        start = trend.streak_start()
+        if start is None:
+            older.append((trend.node_id, trend.policy, runs[trend.latest[0]].started_at))
+        else:
+            found[(trend.node_id, trend.policy)] = parse_iso(runs[start].started_at)
+    for key, at in read_streak_starts(history, older).items():
+        found[key] = parse_iso(at)
     return found
+
+
+@lru_cache(maxsize=4096)
+def shown_trend(
+    verdicts: tuple[tuple[int, Verdict], ...], columns: tuple[int, ...]
+) -> tuple[PolicyStatus | None, ...]:
+    """The statuses at ``columns`` (run indexes), None where the host was not evaluated."""
+    by_run = dict(verdicts)
+    return tuple(PolicyStatus(by_run[i].value) if i in by_run else None for i in columns)
 
 
 # --------------------------------------------------------------------------- hunts
