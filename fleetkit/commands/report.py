@@ -27,7 +27,7 @@ from fleetkit.foundation.output import check_output_path
 from fleetkit.foundation.status import ExitStatus, UsageError
 from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.history import History, HistorySettings, NoHistoryError, open_history
-from fleetkit.report.bundle import check_bundle
+from fleetkit.report.bundlecheck import check_bundle
 from fleetkit.report.fromhistory import Period, build_report
 from fleetkit.report.html import write_report
 from fleetkit.report.model import FleetReport, QuarantinedHost
