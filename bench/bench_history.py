@@ -102,6 +102,7 @@ def node_files(directory: Path) -> list[Path]:
 
 def child_merge(directory: Path, work: Path) -> dict[str, float]:
     from fleetkit.ask.results import NodeResult, node_result
+
     from fleetkit.foundation.output import write_merged
 
     def nodes() -> Iterator[NodeResult]:
@@ -158,6 +159,7 @@ SCOPE = {"selector": "", "hosts": [], "transport": "bacalhau", "timeout": 120}
 def child_merge_history(directory: Path, work: Path) -> dict[str, float]:
     """The merge, with every node also recorded, then the diff against the previous run."""
     from fleetkit.ask.results import NodeResult, json_start, node_result
+
     from fleetkit.foundation.output import write_merged
     from fleetkit.history import Question, RowBlock
 
