@@ -17,8 +17,8 @@ directory, unreadable or corrupt (named), an output that cannot be written
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +27,10 @@ from fleetkit.foundation.output import check_output_path
 from fleetkit.foundation.status import ExitStatus, UsageError
 from fleetkit.foundation.terminal import terminal_safe
 from fleetkit.history import History, HistorySettings, NoHistoryError, open_history
+from fleetkit.history.verifyrun import latest_verified
+from fleetkit.report.bundle import write_bundle
 from fleetkit.report.bundlecheck import check_bundle
+from fleetkit.report.evidence import bundle_runs, parse_run_ids, shown_run_ids
 from fleetkit.report.fromhistory import Period, build_report
 from fleetkit.report.html import write_report
 from fleetkit.report.model import FleetReport, QuarantinedHost
@@ -89,55 +92,74 @@ def run(
         return check_file(rt, check)
     if runs and not bundle:
         raise UsageError("--runs chooses the runs of a --bundle; give --bundle too", key="--runs")
+    chosen = parse_run_ids(runs) if runs else None
     period_length = parse_since(since)
     moment = now or datetime.now(UTC)
     period = Period(moment, moment - period_length if period_length else None)
+    page = Path(rt.env.cwd, output or DEFAULT_OUTPUT) if output or not bundle else None
+    archive = Path(rt.env.cwd, bundle) if bundle else None
+    for target in (page, archive):
+        if target is not None:
+            check_output_path(str(target))
     quarantined = quarantined_hosts(rt)
-    target = Path(rt.env.cwd, output or DEFAULT_OUTPUT)
-    check_output_path(str(target))
-    model, history = read_history(rt, period, quarantined)
-    try:
-        if bundle:
-            raise UsageError("not built yet", key="--bundle")
-        size = write_report(target, model)
-    finally:
+    with contextlib.ExitStack() as stack:
+        history = open_reader(rt)
         if history is not None:
-            history.close()
-    rt.env.say(terminal_safe(f"report: wrote {target} ({size:,} bytes)"))
+            stack.callback(history.close)
+            verified = latest_verified(history)
+            model = build_report(
+                history,
+                period,
+                fleetkit_version=__version__,
+                quarantined=quarantined,
+                verified=verified,
+            )
+        else:
+            if chosen:
+                raise UsageError("nothing is recorded yet: no run to bundle", key="--runs")
+            verified = []
+            model = FleetReport(moment, __version__, since=period.since, quarantined=quarantined)
+        if archive is not None:
+            ids = chosen if chosen is not None else shown_run_ids(model, verified)
+            picked = bundle_runs(history, ids, verified, stack) if history is not None else []
+            written = write_bundle(archive, model, picked)
+            rt.env.say(
+                terminal_safe(
+                    f"report: wrote the bundle {archive}: {len(written.files)} file(s), "
+                    f"{len(picked)} run(s); manifest sha256 {written.manifest_sha256} "
+                    "(keep it elsewhere: it proves the manifest unchanged)"
+                )
+            )
+        if page is not None:
+            size = write_report(page, model)
+            rt.env.say(terminal_safe(f"report: wrote {page} ({size:,} bytes)"))
     summarize(rt, model)
     return ExitStatus.SUCCESS
 
 
-def read_history(
-    rt: Runtime, period: Period, quarantined: Sequence[QuarantinedHost]
-) -> tuple[FleetReport, History | None]:
-    """The report's model and the open history (None, and a report saying so, when nothing
-    was recorded yet). A corrupt or unreadable history is HistoryError (exit 2)."""
+def open_reader(rt: Runtime) -> History | None:
+    """The history, read-only; None (said on stderr) when nothing was recorded yet.
+
+    "Nothing yet" is the default history file not existing. A history file the
+    settings name that does not exist, or any unreadable or corrupt one, is
+    HistoryError (exit 2) naming the file.
+    """
     settings = rt.settings
     try:
-        history = open_history(settings.history, for_writing=False)
+        return open_history(settings.history, for_writing=False)
     except NoHistoryError:
         if settings.history.path != HistorySettings.default(settings.base_dir).path:
             raise NoHistoryError(
                 f"history file {settings.history.path} does not exist (history.path in the "
                 "settings names it: nothing recorded there yet, or a wrong path)"
             ) from None
-        rt.env.say(
-            terminal_safe(
-                f"report: no history yet at {settings.history.path}: the report says so "
-                "(run verify, policy, hunt or query to record runs)"
-            )
+    rt.env.say(
+        terminal_safe(
+            f"report: no history yet at {settings.history.path}: the report says so "
+            "(run verify, policy, hunt or query to record runs)"
         )
-        empty = FleetReport(
-            period.now, __version__, since=period.since, quarantined=tuple(quarantined)
-        )
-        return empty, None
-    try:
-        model = build_report(history, period, fleetkit_version=__version__, quarantined=quarantined)
-    except BaseException:
-        history.close()
-        raise
-    return model, history
+    )
+    return None
 
 
 def summarize(rt: Runtime, model: FleetReport) -> None:

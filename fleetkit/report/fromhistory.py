@@ -40,7 +40,7 @@ from fleetkit.history import History, RunKind, RunSummary, Verdict
 from fleetkit.history.decode import record_name, row_objects
 from fleetkit.history.model import iso, parse_iso
 from fleetkit.history.trends import Trend, read_streak_starts, read_trends
-from fleetkit.history.verifyrun import latest_verified
+from fleetkit.history.verifyrun import Verified, latest_verified
 from fleetkit.report.model import (
     ROW_LIMIT,
     Coverage,
@@ -87,13 +87,18 @@ def build_report(
     *,
     fleetkit_version: str,
     quarantined: Sequence[QuarantinedHost] = (),
+    verified: Sequence[Verified] | None = None,
 ) -> FleetReport:
-    """The whole report from the history (HistoryError, exit 2, when it is unreadable)."""
+    """The whole report from the history (HistoryError, exit 2, when it is unreadable).
+
+    ``verified``: :func:`~fleetkit.history.verifyrun.latest_verified` when the
+    caller has it already (the bundle needs it too).
+    """
     return FleetReport(
         generated_at=period.now,
         fleetkit_version=fleetkit_version,
         since=period.since,
-        readiness=readiness(history),
+        readiness=readiness(latest_verified(history) if verified is None else verified),
         coverage=coverage(history, period),
         policies=policy_matrix(history, period),
         hunts=hunts(history, period),
@@ -110,7 +115,7 @@ def recent_runs(history: History, period: Period, kind: str, limit: int) -> list
 # --------------------------------------------------------------------------- readiness
 
 
-def readiness(history: History) -> tuple[HostReadiness, ...]:
+def readiness(verified: Sequence[Verified]) -> tuple[HostReadiness, ...]:
     return tuple(
         HostReadiness(
             host=seen.record.host,
@@ -119,7 +124,7 @@ def readiness(history: History) -> tuple[HostReadiness, ...]:
             verified_at=parse_iso(seen.at),
             failing=tuple(FailingCheck(c.name, c.evidence) for c in seen.record.failing),
         )
-        for seen in latest_verified(history)
+        for seen in verified
     )
 
 
