@@ -194,12 +194,15 @@ def query(
 @_command(
     hosts="host names or groups (default: whole inventory)",
     json="print the report as JSON on stdout",
+    no_history="do not record this run in the history",
 )
-def verify(c: Context, hosts: str = "", json: bool = False, settings: str = "") -> None:
+def verify(
+    c: Context, hosts: str = "", json: bool = False, no_history: bool = False, settings: str = ""
+) -> None:
     """Check that every node is really ready, naming the fix for each failure."""
     import fleetkit.commands.verify as core
 
-    _finish(c, lambda rt: core.run(rt, hosts=hosts, as_json=json), settings)
+    _finish(c, lambda rt: core.run(rt, hosts=hosts, as_json=json, no_history=no_history), settings)
 
 
 @_command(
@@ -437,6 +440,34 @@ def watch(
     )
 
 
+@_command(
+    output="the HTML file to write (default: report.html)",
+    since="the period to show: 7d (default), 12h, 2w, 1d12h or all",
+    bundle="write an evidence bundle (.tar.gz: report, runs' outputs, manifest) instead",
+    runs="run ids (or unique prefixes) for --bundle (default: the runs the report shows)",
+    check_bundle="verify every file of a bundle against its manifest (exit 1 names changes)",
+)
+def report(
+    c: Context,
+    output: str = "",
+    since: str = "7d",
+    bundle: str = "",
+    runs: str = "",
+    check_bundle: str = "",
+    settings: str = "",
+) -> None:
+    """The fleet at a glance from the history: one static HTML file, or an evidence bundle."""
+    import fleetkit.commands.report as core
+
+    _finish(
+        c,
+        lambda rt: core.run(
+            rt, output=output, since=since, bundle=bundle, runs=runs, check=check_bundle
+        ),
+        settings,
+    )
+
+
 _PACK_OPTION = "pack file or directory (repeatable; default: packs/ by fleetkit.yaml, else shipped)"
 
 
@@ -473,7 +504,19 @@ def packs_import(
 
 
 namespace = Collection(
-    provision, query, verify, onboard, nodes, policy, hunt, quarantine, history, show, diff, watch
+    provision,
+    query,
+    verify,
+    onboard,
+    nodes,
+    policy,
+    hunt,
+    quarantine,
+    history,
+    show,
+    diff,
+    watch,
+    report,
 )
 #: ``invoke packs.list`` / ``packs.check`` / ``packs.import FILE``; the console script
 #: also takes the spaced form (``fleetkit packs import FILE``, see :func:`main`).
