@@ -7,8 +7,9 @@ between fleetkit and it. Each request made here is bounded:
 - **deadline**: the whole request (connecting, every retry and backoff,
   headers and body) ends within ``Limits.deadline`` seconds. requests'
   ``timeout`` bounds one socket read only, so a server trickling one byte a
-  second never trips it; a watchdog timer shuts the request's socket down when
-  the deadline passes, which ends any read in progress at once.
+  second never trips it; a watchdog (one thread for the whole process) shuts
+  the request's socket down when the deadline passes, which ends any read in
+  progress at once.
 - **size**: the body is streamed and reading stops past ``Limits.max_bytes``
   (a ``Content-Length`` announcing more is refused before reading).
 - **redirects** are neither followed nor taken as an answer: a 3xx is a

@@ -4,12 +4,22 @@ requests' ``timeout`` bounds one socket read; nothing in requests or urllib3
 bounds a whole request. A :class:`Budget` does: it is bound to the calling
 thread for the duration of one request, every connection the request uses
 reports to it (a connection subclass installed through the adapter's pool
-classes), and a timer shuts those sockets down when the deadline passes.
+classes), and the watchdog shuts those sockets down when the deadline passes.
+
+One watchdog thread serves every budget in the process (a heap of deadlines),
+not a timer thread per request: measured on the S3 reader (bench_s3_collect),
+starting and cancelling a ``threading.Timer`` per object cost a thread
+hand-off each way, and on a loaded two-core machine those hand-offs (each
+waiting for the scheduler and the GIL) made 16 download threads slower than
+one boto3 client fetching one object after another.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
+import os
 import socket
 import threading
 import time
@@ -38,21 +48,19 @@ class Budget:
         self.sleep = sleep
         self.attempts = 0
         self.expired = False
-        self._done = False
+        self.done = False
         self._lock = threading.Lock()
         self._connections: list[HTTPConnection] = []
-        self._timer = threading.Timer(seconds, self.expire)
-        self._timer.daemon = True
 
     def __enter__(self) -> Budget:
         _local.budget = self
-        self._timer.start()
+        self.ends = time.monotonic() + self.seconds
+        _watchdog.watch(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
-            self._done = True
-        self._timer.cancel()
+            self.done = True
         _local.budget = None
 
     def remaining(self) -> float:
@@ -74,12 +82,75 @@ class Budget:
 
     def expire(self) -> None:
         with self._lock:
-            if self._done:
+            if self.done:
                 return
             self.expired = True
             connections = list(self._connections)
         for connection in connections:
             _shut(connection)
+
+
+class _Watchdog:
+    """One daemon thread that expires every budget of the process when its time is up.
+
+    Budgets wait in a heap by deadline; the thread sleeps until the earliest
+    one and is woken only when a new budget ends sooner. A finished budget
+    stays in the heap until it reaches the top (then it is dropped unseen),
+    so the heap holds at most the budgets started within one deadline.
+    """
+
+    def __init__(self) -> None:
+        self._wakeup = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Budget]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, budget: Budget) -> None:
+        with self._wakeup:
+            heap = self._heap
+            while heap and heap[0][2].done:
+                heapq.heappop(heap)
+            heapq.heappush(heap, (budget.ends, next(self._order), budget))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="fleetkit-http-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif heap[0][2] is budget:
+                self._wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                due = self._next_due()
+            due.expire()  # outside the heap's lock: it takes the budget's own
+
+    def _next_due(self) -> Budget:
+        """Wait (lock held) until the earliest unfinished budget's deadline; pop it."""
+        heap = self._heap
+        while True:
+            while heap and heap[0][2].done:
+                heapq.heappop(heap)
+            if not heap:
+                self._wakeup.wait()
+                continue
+            wait = heap[0][0] - time.monotonic()
+            if wait <= 0:
+                return heapq.heappop(heap)[2]
+            self._wakeup.wait(wait)
+
+
+_watchdog = _Watchdog()
+
+
+def _fresh_watchdog_after_fork() -> None:
+    """A forked child has no watchdog thread, and the heap's lock may be held."""
+    global _watchdog
+    _watchdog = _Watchdog()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_watchdog_after_fork)
 
 
 _local = threading.local()
