@@ -45,7 +45,15 @@ class PollPolicy:
 
 
 class RequestSpacer:
-    """Keeps consecutive requests at least ``1 / rate`` seconds apart (5 % margin)."""
+    """Keeps consecutive requests at least ``1 / rate`` seconds apart (5 % margin).
+
+    The gap counts from the previous request's *answer* (:meth:`answered`),
+    not from when it was sent: the server handled that request before
+    answering, so the next one reaches it at least a gap later however long
+    either request spent on the way (on a loaded machine, counting from the
+    send let a delayed request and a prompt one arrive closer than the gap:
+    six requests in one second).
+    """
 
     def __init__(
         self, rate: float, clock: Callable[[], float], sleep: Callable[[float], None]
@@ -60,6 +68,10 @@ class RequestSpacer:
             wait = self.last + self.gap - self.clock()
             if wait > 0:
                 self.sleep(wait)
+        self.last = self.clock()
+
+    def answered(self) -> None:
+        """The request sent after :meth:`acquire` has its answer (or failed): the gap starts now."""
         self.last = self.clock()
 
 
@@ -150,12 +162,18 @@ class JobWaiter:
     def _executions(self) -> list[Execution]:
         self.limiter.acquire()
         self.requests += 1
-        return self.client.executions(self.job_id)
+        try:
+            return self.client.executions(self.job_id)
+        finally:
+            self.limiter.answered()
 
     def _job_finished(self) -> bool:
         self.limiter.acquire()
         self.requests += 1
-        status = self.client.job(self.job_id)
+        try:
+            status = self.client.job(self.job_id)
+        finally:
+            self.limiter.answered()
         self.job_message = status.message
         return status.is_terminal
 
