@@ -14,19 +14,9 @@ from typing import Any
 from fleetkit.ask.poll import JobWaiter, PollPolicy
 from fleetkit.clients.bacalhau import Execution
 from fleetkit.foundation.environment import Environment
+from tests.unit.test_foundation_seams import FakeClock
 
 JOB = "j-spacing"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class JitteryOrchestrator:
