@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import os
 import socket
 import threading
@@ -94,9 +95,11 @@ class _Watchdog:
     """One daemon thread that expires every budget of the process when its time is up.
 
     Budgets wait in a heap by deadline; the thread sleeps until the earliest
-    one and is woken only when a new budget ends sooner. A finished budget
-    stays in the heap until it reaches the top (then it is dropped unseen),
-    so the heap holds at most the budgets started within one deadline.
+    one and is woken only when a new budget ends before that (requests of one
+    client all have the same deadline, so a steady stream of them never wakes
+    it). A finished budget stays in the heap until it reaches the top (then it
+    is dropped unseen), so the heap holds at most the budgets started within
+    one deadline.
     """
 
     def __init__(self) -> None:
@@ -104,6 +107,8 @@ class _Watchdog:
         self._heap: list[tuple[float, int, Budget]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        #: The deadline the thread is waiting for (-inf while it is not waiting).
+        self._sleeping_until = -math.inf
 
     def watch(self, budget: Budget) -> None:
         with self._wakeup:
@@ -116,7 +121,7 @@ class _Watchdog:
                     target=self._run, name="fleetkit-http-deadlines", daemon=True
                 )
                 self._thread.start()
-            elif heap[0][2] is budget:
+            elif budget.ends < self._sleeping_until:
                 self._wakeup.notify()
 
     def _run(self) -> None:
@@ -131,13 +136,12 @@ class _Watchdog:
         while True:
             while heap and heap[0][2].done:
                 heapq.heappop(heap)
-            if not heap:
-                self._wakeup.wait()
-                continue
-            wait = heap[0][0] - time.monotonic()
-            if wait <= 0:
+            until = heap[0][0] if heap else math.inf
+            if until <= time.monotonic():
                 return heapq.heappop(heap)[2]
-            self._wakeup.wait(wait)
+            self._sleeping_until = until
+            self._wakeup.wait(None if until == math.inf else until - time.monotonic())
+            self._sleeping_until = -math.inf
 
 
 _watchdog = _Watchdog()
