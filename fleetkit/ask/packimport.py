@@ -38,9 +38,9 @@ from fleetkit.ask.packfields import (
     unique_name,
     valid_name,
 )
-from fleetkit.ask.packs import MAX_ITEMS, MAX_SQL_CHARS
+from fleetkit.ask.packs import MAX_ITEMS, check_pack_sql
 from fleetkit.ask.packwrite import Sql, pack_yaml
-from fleetkit.foundation.sqlguard import refuse_denied_tables
+from fleetkit.ask.scope import SqlRules
 from fleetkit.foundation.status import ConfigError, UsageError
 
 #: fleetkit's compute nodes run osquery's Linux package; other platforms' queries are skipped.
@@ -117,15 +117,11 @@ class Conversion:
     text: str | None
 
 
-def import_osquery_pack(path: Path, *, kind: str, denied_tables: Sequence[str]) -> Conversion:
-    return convert_osquery_pack(
-        read_osquery_pack(path), file=str(path), kind=kind, denied_tables=denied_tables
-    )
+def import_osquery_pack(path: Path, *, kind: str, rules: SqlRules) -> Conversion:
+    return convert_osquery_pack(read_osquery_pack(path), file=str(path), kind=kind, rules=rules)
 
 
-def convert_osquery_pack(
-    root: Any, *, file: str, kind: str, denied_tables: Sequence[str]
-) -> Conversion:
+def convert_osquery_pack(root: Any, *, file: str, kind: str, rules: SqlRules) -> Conversion:
     """``root`` as :func:`read_osquery_pack` parsed it -> a fleetkit pack of ``kind``."""
     check_import_kind(kind)
     report = _Report()
@@ -156,14 +152,14 @@ def convert_osquery_pack(
             report.note(f"query {shown(raw_name)} skipped: the pack is for {shown(platform)}")
             skipped += 1
             continue
-        candidate = _convert_query(raw_name, body, tuple(denied_tables), report)
+        candidate = _convert_query(raw_name, body, rules, report)
         if candidate is None:
             skipped += 1
         else:
             candidates.append(candidate)
     name = _pack_name(Path(file), report)
     interval = _pack_interval(candidates, report)
-    text = _pack_text(name, kind, interval, candidates, Path(file).name, report, denied_tables)
+    text = _pack_text(name, kind, interval, candidates, Path(file).name, report, rules)
     return Conversion(
         name=name,
         kind=kind,
@@ -214,9 +210,7 @@ def _top_level(root: JsonObject, report: _Report, *, file: str) -> JsonObject:
     return pairs
 
 
-def _convert_query(
-    raw_name: str, body: Any, denied: tuple[str, ...], report: _Report
-) -> _Candidate | None:
+def _convert_query(raw_name: str, body: Any, rules: SqlRules, report: _Report) -> _Candidate | None:
     """One osquery query -> a candidate, or None (skipped, reported)."""
     subject = f"query {shown(raw_name)}"
     if not isinstance(body, JsonObject):
@@ -238,7 +232,7 @@ def _convert_query(
             f"does not include {FLEET_PLATFORM} (the platform of fleetkit's nodes)"
         )
         return None
-    refusal = _sql_refusal(sql.strip(), denied)
+    refusal = _sql_refusal(sql.strip(), rules)
     if refusal:
         report.note(f"{subject} skipped: {refusal}")
         return None
@@ -256,12 +250,10 @@ def _convert_query(
     )
 
 
-def _sql_refusal(sql: str, denied: tuple[str, ...]) -> str:
+def _sql_refusal(sql: str, rules: SqlRules) -> str:
     """Why fleetkit would refuse this SQL at load ('' when it would not)."""
-    if len(sql) > MAX_SQL_CHARS:
-        return f"query text is {len(sql)} characters long (at most {MAX_SQL_CHARS})"
     try:
-        refuse_denied_tables(sql, denied)
+        check_pack_sql(sql, rules)
     except UsageError as exc:
         return exc.detail.removesuffix("; nothing was submitted")
     return ""
@@ -362,7 +354,7 @@ def _pack_text(
     candidates: Sequence[_Candidate],
     source_name: str,
     report: _Report,
-    denied_tables: Sequence[str],
+    rules: SqlRules,
 ) -> str | None:
     """The pack YAML (checked by loading it back), or None when no query was kept."""
     if not candidates:
@@ -388,7 +380,7 @@ def _pack_text(
         f"Imported from an osquery pack by `invoke packs.import` (kind {kind}: {meaning}).",
         "The import report listed everything that was renamed, dropped or skipped.",
     )
-    return pack_yaml(document, header=header, denied_tables=denied_tables)
+    return pack_yaml(document, header=header, rules=rules)
 
 
 def _query_names(candidates: Sequence[_Candidate], report: _Report) -> list[str]:

@@ -39,13 +39,13 @@ from fleetkit.ask.packfields import (
     read_optional_text,
     read_text,
 )
+from fleetkit.ask.scope import NO_RULES, Question, SqlRules
 
 # Where pack files are (shared with provisioning, which copies the watch's packs).
 from fleetkit.foundation.packfiles import PACK_SUFFIXES as PACK_SUFFIXES
 from fleetkit.foundation.packfiles import SHIPPED_PACKS_DIR as SHIPPED_PACKS_DIR
 from fleetkit.foundation.packfiles import find_pack_files as find_pack_files
 from fleetkit.foundation.packfiles import pack_files_in as pack_files_in
-from fleetkit.foundation.sqlguard import refuse_denied_tables
 from fleetkit.foundation.status import ConfigError, UsageError
 from fleetkit.foundation.yamlfile import PACK_BYTES, expect_mapping, load_yaml, reject_unknown_keys
 
@@ -183,13 +183,12 @@ def default_pack_files(settings_base_dir: str) -> list[Path]:
 # --------------------------------------------------------------------------- loading
 
 
-def load_packs(files: Iterable[Path], denied_tables: Iterable[str]) -> list[Pack]:
+def load_packs(files: Iterable[Path], rules: SqlRules) -> list[Pack]:
     """Read and validate every pack; policy keys (pack/name) and pack names must be unique."""
-    denied = tuple(denied_tables)
     packs: list[Pack] = []
     seen: dict[str, str] = {}
     for path in files:
-        pack = load_pack(path, denied)
+        pack = load_pack(path, rules)
         check_unique_across_packs(pack, seen)
         packs.append(pack)
     return packs
@@ -214,16 +213,13 @@ def check_unique_across_packs(pack: Pack, seen: dict[str, str]) -> None:
     seen[pack_key] = pack.source
 
 
-def load_pack(path: Path, denied_tables: Iterable[str] = ()) -> Pack:
-    file = str(path)
-    return pack_from_data(
-        load_yaml(path, max_bytes=PACK_BYTES), file=file, denied_tables=denied_tables
-    )
+def load_pack(path: Path, rules: SqlRules = NO_RULES) -> Pack:
+    """One pack file, its SQL checked against ``rules`` (the settings' :class:`SqlRules`)."""
+    return pack_from_data(load_yaml(path, max_bytes=PACK_BYTES), file=str(path), rules=rules)
 
 
-def pack_from_data(data: Any, *, file: str, denied_tables: Iterable[str] = ()) -> Pack:
+def pack_from_data(data: Any, *, file: str, rules: SqlRules = NO_RULES) -> Pack:
     """Validate one parsed pack document (``file`` names it in errors)."""
-    denied = tuple(denied_tables)
     data = expect_mapping(data, file=file, key="(top level)")
     _refuse_osquery_format(data, file=file)
     reject_unknown_keys(data, PACK_KEYS, file=file, key="")
@@ -242,9 +238,9 @@ def pack_from_data(data: Any, *, file: str, denied_tables: Iterable[str] = ()) -
     policies: tuple[Policy, ...] = ()
     queries: tuple[PackQuery, ...] = ()
     if kind == "policy":
-        policies = _read_policies(data, pack=name, file=file, denied=denied)
+        policies = _read_policies(data, pack=name, file=file, rules=rules)
     else:
-        queries = _read_queries(data, pack=name, kind=kind, file=file, denied=denied)
+        queries = _read_queries(data, pack=name, kind=kind, file=file, rules=rules)
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ConfigError("expected a string", file=file, key="description")
@@ -307,7 +303,7 @@ def _items(data: dict[str, Any], *, kind: str, file: str) -> list[Any]:
 
 
 def _read_policies(
-    data: dict[str, Any], *, pack: str, file: str, denied: tuple[str, ...]
+    data: dict[str, Any], *, pack: str, file: str, rules: SqlRules
 ) -> tuple[Policy, ...]:
     policies: list[Policy] = []
     names: set[str] = set()
@@ -321,7 +317,7 @@ def _read_policies(
         for field_name in ("query", "details", "unknown_if_rows"):
             sql = getattr(policy, field_name)
             if sql is not None:
-                _check_sql(sql, denied, file=file, key=f"policies[{index}].{field_name}")
+                _check_sql(sql, rules, file=file, key=f"policies[{index}].{field_name}")
         policies.append(policy)
     return tuple(policies)
 
@@ -356,7 +352,7 @@ def _read_policy(raw: Any, *, pack: str, file: str, where: str) -> Policy:
 
 
 def _read_queries(
-    data: dict[str, Any], *, pack: str, kind: str, file: str, denied: tuple[str, ...]
+    data: dict[str, Any], *, pack: str, kind: str, file: str, rules: SqlRules
 ) -> tuple[PackQuery, ...]:
     allowed = HUNT_QUERY_KEYS if kind == "hunt" else INVENTORY_QUERY_KEYS
     queries: list[PackQuery] = []
@@ -372,7 +368,7 @@ def _read_queries(
             raise ConfigError(f"duplicate query name {name!r}", file=file, key=f"{where}.name")
         names.add(name)
         sql = read_text(entry, "query", file=file, key=f"{where}.query").strip()
-        _check_sql(sql, denied, file=file, key=f"{where}.query")
+        _check_sql(sql, rules, file=file, key=f"{where}.query")
         queries.append(
             PackQuery(
                 pack=pack,
@@ -394,13 +390,18 @@ def _read_queries(
 # --------------------------------------------------------------------------- SQL
 
 
-def _check_sql(sql: str, denied: tuple[str, ...], *, file: str, key: str) -> None:
-    """A pack that reads a denied table is refused when loaded, before anything is sent."""
+def check_pack_sql(sql: str, rules: SqlRules) -> None:
+    """UsageError when a pack may not send ``sql``: too long, or refused by
+    :meth:`Question.parse` (denied table, redacted column), the parse every
+    question goes through; the loader and the importer both ask here."""
     if len(sql) > MAX_SQL_CHARS:
-        raise ConfigError(
-            f"query is {len(sql)} characters long: at most {MAX_SQL_CHARS}", file=file, key=key
-        )
+        raise UsageError(f"query is {len(sql)} characters long: at most {MAX_SQL_CHARS}")
+    Question.parse(sql, rules=rules)
+
+
+def _check_sql(sql: str, rules: SqlRules, *, file: str, key: str) -> None:
+    """A pack that asks what the rules forbid is refused when loaded, before anything is sent."""
     try:
-        refuse_denied_tables(sql, denied)
+        check_pack_sql(sql, rules)
     except UsageError as exc:
         raise ConfigError(exc.detail, file=file, key=key) from None

@@ -43,7 +43,7 @@ def packs_list(c: Context, pack: list[str] | None = None, settings: str = "") ->
 
 @command(iterable=["pack"], pack=_PACK_OPTION)
 def packs_check(c: Context, pack: list[str] | None = None, settings: str = "") -> None:
-    """Validate every pack and its SQL (denied tables) without running anything."""
+    """Validate every pack and its SQL (denied tables, redacted columns); nothing runs."""
     import fleetkit.commands.packs as core
 
     finish(c, lambda rt: core.run_check(rt, packs=pack or []), settings)

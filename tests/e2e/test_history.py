@@ -99,7 +99,10 @@ def test_policy_state_newly_failing_still_failing_fixed(provisioned_lab: Lab) ->
         assert (still["status"], still["transition"]) == ("FAIL", "still_failing")
         assert still["first_failed_at"] == planted["first_failed_at"]
         table = run_cli(lab, "policy", "--grace", "0.00001")
-        assert re.search(rf"{SSH_RULE}\s+high\s+node-2\s+FAIL\s+still failing", table.stdout)
+        # Named by its inventory name, then its machine's own (cloud-style) hostname.
+        assert re.search(
+            rf"{SSH_RULE}\s+high\s+node-2 \(ip-10-[0-9-]+\)\s+FAIL\s+still failing", table.stdout
+        )
         assert "OVERDUE" in table.stdout
     finally:
         host.sh(f"rm -f {key} {key}.pub")
