@@ -16,16 +16,15 @@ default 1h) and a ``platform`` (``linux``, ``posix``, ``darwin``, ``windows``,
 ``any`` or a comma list; default ``any``). A pack is scheduled and run as one
 unit (one job per node), so interval and platform belong to the pack, not to
 its queries; :attr:`Pack.statements` is the stable list of (name, SQL) that
-one run asks.
+one run asks. The model is :mod:`fleetkit.ask.packmodel`; this module reads
+and validates pack files into it.
 
 Every error is a :class:`ConfigError` naming the file and the key (exit 2).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,17 @@ from fleetkit.ask.packfields import (
     DEFAULT_INTERVAL,
     parse_interval,
     parse_platform,
-    platforms_include,
     read_choice,
     read_name,
     read_optional_text,
     read_text,
 )
+
+# The model, re-exported: callers import every pack noun from here.
+from fleetkit.ask.packmodel import Pack as Pack
+from fleetkit.ask.packmodel import PackQuery as PackQuery
+from fleetkit.ask.packmodel import Policy as Policy
+from fleetkit.ask.packmodel import Statement as Statement
 from fleetkit.ask.scope import NO_RULES, Question, SqlRules
 
 # Where pack files are (shared with provisioning, which copies the watch's packs).
@@ -70,103 +74,6 @@ MEANINGS = ("pass_if_rows", "fail_if_rows")
 MAX_ITEMS = 256
 MAX_SQL_CHARS = 32 * 1024
 MAX_PACK_SQL_CHARS = 256 * 1024
-
-
-@dataclass(frozen=True)
-class Policy:
-    pack: str
-    name: str
-    description: str
-    severity: str
-    meaning: str
-    query: str
-    details: str
-    resolution: str
-    unknown_if_rows: str | None = None
-    source: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.pack}/{self.name}"
-
-    def complies(self, rows: Sequence[dict[str, str]]) -> bool:
-        """What the main query's rows say (before UNKNOWN is considered)."""
-        return bool(rows) if self.meaning == "pass_if_rows" else not rows
-
-
-@dataclass(frozen=True)
-class PackQuery:
-    """One query of a hunt pack (any row is a finding) or an inventory pack (rows recorded)."""
-
-    pack: str
-    name: str
-    description: str
-    query: str
-    severity: str | None = None
-    resolution: str = ""
-    source: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.pack}/{self.name}"
-
-
-@dataclass(frozen=True)
-class Statement:
-    """One SQL statement of a pack run; ``name`` is unique within the pack.
-
-    Policies contribute ``NAME`` (the main query), ``NAME:details`` (unless it
-    is the main query again) and ``NAME:unknown_if_rows``; ``:`` cannot occur
-    in a policy name, so these never collide.
-    """
-
-    name: str
-    sql: str
-
-
-@dataclass(frozen=True)
-class Pack:
-    name: str
-    description: str
-    policies: tuple[Policy, ...]
-    source: str
-    kind: str = "policy"
-    interval: int = DEFAULT_INTERVAL
-    platform: tuple[str, ...] = ("any",)
-    queries: tuple[PackQuery, ...] = ()
-
-    @property
-    def size(self) -> int:
-        """How many policies or queries the pack holds (what a person counts)."""
-        return len(self.policies) if self.kind == "policy" else len(self.queries)
-
-    def runs_on(self, platform: str) -> bool:
-        """Whether a node of ``platform`` (``linux``...) is one this pack is for."""
-        return platforms_include(self.platform, platform)
-
-    @property
-    def fingerprint(self) -> str:
-        """Changes exactly when what one run asks changes (kind or any statement's name/SQL):
-        a record can tell a host that changed from a pack that changed."""
-        digest = hashlib.sha256(self.kind.encode())
-        for statement in self.statements:
-            for part in (statement.name, statement.sql):
-                digest.update(b"\0" + part.encode())
-        return digest.hexdigest()
-
-    @property
-    def statements(self) -> tuple[Statement, ...]:
-        """Every (name, SQL) one run of this pack asks, in file order."""
-        if self.kind != "policy":
-            return tuple(Statement(q.name, q.query) for q in self.queries)
-        out: list[Statement] = []
-        for policy in self.policies:
-            out.append(Statement(policy.name, policy.query))
-            if policy.details != policy.query:
-                out.append(Statement(f"{policy.name}:details", policy.details))
-            if policy.unknown_if_rows is not None:
-                out.append(Statement(f"{policy.name}:unknown_if_rows", policy.unknown_if_rows))
-        return tuple(out)
 
 
 # --------------------------------------------------------------------------- finding packs

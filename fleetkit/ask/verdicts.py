@@ -12,7 +12,7 @@ one, because a wrong PASS is the worst outcome of a compliance check):
 
 Here (below the commands) so that ``policy``, scheduled packs and the report
 evaluate the same way. A policy is anything shaped like :class:`PolicyLike`
-(the pack model lives with the pack loader).
+(the pack model is :mod:`fleetkit.ask.packmodel`).
 """
 
 from __future__ import annotations
