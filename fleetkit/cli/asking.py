@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from invoke.context import Context
 
 from fleetkit.cli.base import MIN_COVERAGE_HELP, NO_HISTORY_HELP, command, finish, wants_help
+
+
+class _FindingsHelp(TypedDict):
+    """Typed, so that ``**`` of it can only fill option help in :func:`command`."""
+
+    hosts: str
+    select: str
+    via: str
+    format: str
+    no_history: str
+    min_coverage: str
+
+
+#: The options policy and hunt share: whom to ask, how, and how to print the findings.
+_FINDINGS_HELP: _FindingsHelp = {
+    "hosts": "inventory host names or groups",
+    "select": "label selectors k=v,...",
+    "via": "bacalhau (default) or ssh",
+    "format": "table (default), json, ndjson or csv",
+    "no_history": NO_HISTORY_HELP,
+    "min_coverage": MIN_COVERAGE_HELP,
+}
 
 
 @command(
@@ -69,13 +93,8 @@ def query(
 @command(
     iterable=["pack"],
     pack="policy pack YAML (repeatable; default: packs/ by fleetkit.yaml, else shipped)",
-    hosts="inventory host names or groups",
-    select="label selectors k=v,...",
-    via="bacalhau (default) or ssh",
-    format="table (default), json, ndjson or csv",
     grace="mark failures older than DAYS days as overdue",
-    no_history=NO_HISTORY_HELP,
-    min_coverage=MIN_COVERAGE_HELP,
+    **_FINDINGS_HELP,
 )
 def policy(
     c: Context,
@@ -113,12 +132,7 @@ def policy(
     path="exact file path, or a directory glob with * (e.g. /var/www/*/functions.php)",
     sha256="SHA-256 of the indicator file (64 hex characters)",
     ioc_file="CSV or YAML file with many indicators (path, sha256)",
-    hosts="inventory host names or groups",
-    select="label selectors k=v,...",
-    via="bacalhau (default) or ssh",
-    format="table (default), json, ndjson or csv",
-    no_history=NO_HISTORY_HELP,
-    min_coverage=MIN_COVERAGE_HELP,
+    **_FINDINGS_HELP,
 )
 def hunt(
     c: Context,

@@ -270,12 +270,19 @@ def test_exit_status_precedence(found: list[str], status: ExitStatus) -> None:
 # --------------------------------------------------------------------------- the command
 
 
-def run_policy(tmp_path: Path, fleet: ScriptedFleet, fmt: str, **kw: str) -> tuple[Runtime, int]:
+def run_policy(
+    tmp_path: Path,
+    fleet: ScriptedFleet,
+    fmt: str,
+    packs: tuple[str, ...] = (str(SSH_PACK),),
+    **kw: str,
+) -> tuple[Runtime, int]:
+    """``invoke policy --pack ...`` (``packs=()``: the packs found beside fleetkit.yaml)."""
     rt = make_runtime(tmp_path)
     status = run_command(
         lambda r: policy.run(
             r,
-            packs=[str(SSH_PACK)],
+            packs=list(packs),
             hosts=kw.get("hosts", ""),
             select="",
             via="ssh",
@@ -396,37 +403,12 @@ def test_a_named_pack_that_is_not_a_policy_pack_is_refused(
     write(tmp_path, "demo.yaml", GOOD_PACK)
     other = write(tmp_path, "other.yaml", text)
     fleet = ScriptedFleet({"user_ssh_keys": {"node-1": []}})
-    rt = make_runtime(tmp_path)
-    status = run_command(
-        lambda r: policy.run(
-            r,
-            packs=["demo.yaml", "other.yaml"],
-            hosts="",
-            select="",
-            via="ssh",
-            output_format="json",
-            ask=fleet,
-            no_history=True,
-        ),
-        rt,
-    )
+    rt, status = run_policy(tmp_path, fleet, "json", ("demo.yaml", "other.yaml"))
     assert status == ExitStatus.BAD_INPUT
     name = "webshells" if kind == "hunt" else "basics"
     assert f"--pack: {other}: pack '{name}' is a {kind} pack" in err(rt)
     assert f"invoke watch --pack {name} --once" in err(rt)
     assert fleet.requests == [] and out(rt) == ""
-
-
-def run_discovered(tmp_path: Path, fleet: ScriptedFleet) -> tuple[Runtime, int]:
-    """``invoke policy`` without --pack: the packs in packs/ beside fleetkit.yaml."""
-    rt = make_runtime(tmp_path)
-    status = run_command(
-        lambda r: policy.run(
-            r, packs=[], hosts="", select="", via="ssh", output_format="json", ask=fleet
-        ),
-        rt,
-    )
-    return rt, status
 
 
 def test_discovered_packs_of_other_kinds_are_skipped_and_named(tmp_path: Path) -> None:
@@ -435,7 +417,7 @@ def test_discovered_packs_of_other_kinds_are_skipped_and_named(tmp_path: Path) -
     write(tmp_path / "packs", "b_policy.yaml", GOOD_PACK)
     write(tmp_path / "packs", "c_inventory.yaml", INVENTORY_PACK)
     fleet = ScriptedFleet({"user_ssh_keys": {"node-1": [], "node-2": []}})
-    rt, status = run_discovered(tmp_path, fleet)
+    rt, status = run_policy(tmp_path, fleet, "json", ())
     assert status == ExitStatus.SUCCESS, err(rt)
     assert "skipped packs that are not policy packs: webshells (hunt), basics (inventory)" in err(
         rt
@@ -448,7 +430,7 @@ def test_discovering_only_other_kinds_is_bad_input(tmp_path: Path) -> None:
     (tmp_path / "packs").mkdir()
     write(tmp_path / "packs", "a_hunt.yaml", HUNT_PACK)
     fleet = ScriptedFleet({})
-    rt, status = run_discovered(tmp_path, fleet)
+    rt, status = run_policy(tmp_path, fleet, "json", ())
     assert status == ExitStatus.BAD_INPUT
     assert "no policy packs found (only hunt or inventory packs)" in err(rt)
     assert fleet.requests == []

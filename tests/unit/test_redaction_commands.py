@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +24,15 @@ from invoke.parser import Parser, ParserContext
 import fleetkit.cli as cli
 from fleetkit.foundation.environment import Environment
 from fleetkit.runtime import Runtime
+from tests.unit.test_ask_engine import _closed_port as closed_port
+from tests.unit.test_policy import INVENTORY
+from tests.unit.test_policy import SETTINGS as POLICY_SETTINGS
 
 SETTINGS = f"""\
-inventory: inventory
-osquery:
-  package: {{source: pkgs/osquery.deb, sha256: "{"0" * 64}"}}
-bacalhau:
-  package: {{source: pkgs/bacalhau.tgz, sha256: "{"0" * 64}"}}
-  node_token: {{env: FK_TEST_TOKEN}}
-query:
+{POLICY_SETTINGS % {"sha": "0" * 64}}query:
   redact_columns: [cmdline, path]
 watch:
   status_file: watch-status.json
-"""
-INVENTORY = """\
-control_plane:
-  hosts:
-    orch-1: {address: 10.0.0.2}
-compute:
-  vars: {labels: {role: osquery}}
-  hosts:
-    node-1: {address: 10.0.0.11}
 """
 #: Reads the redacted ``cmdline`` under another name.
 ALIASED = "SELECT pid, cmdline AS args FROM processes"
@@ -68,13 +55,6 @@ queries:
 """
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 def fleet(tmp_path: Path) -> Path:
     (tmp_path / "fleetkit.yaml").write_text(SETTINGS)
     (tmp_path / "inventory").mkdir()
@@ -93,7 +73,7 @@ def run_cli(directory: Path, *argv: str) -> tuple[int, str, str]:
         stderr=io.StringIO(),
         environ={
             "FK_TEST_TOKEN": "t",
-            "FLEETKIT_ORCHESTRATOR_URL": f"http://127.0.0.1:{_closed_port()}",
+            "FLEETKIT_ORCHESTRATOR_URL": f"http://127.0.0.1:{closed_port()}",
         },
         cwd=str(directory),
     )
