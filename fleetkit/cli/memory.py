@@ -8,7 +8,7 @@ from fleetkit.cli.base import command, finish, wants_help
 
 
 @command(
-    kind="only runs of this kind (query, policy, hunt, verify, watch)",
+    kind="only runs of this kind (query, policy, hunt, inventory, verify)",
     limit="at most N runs (default 50)",
     format="table (default), json, ndjson or csv",
 )
