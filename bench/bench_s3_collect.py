@@ -86,6 +86,14 @@ def process_cpu(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def load_average() -> str:
+    """The 1-minute load average: on a shared machine, the context of every figure."""
+    try:
+        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except OSError:
+        return "unknown"
+
+
 @dataclass
 class Timing:
     """One method's wall times and CPU seconds (this process, the server) over the runs."""
@@ -122,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
 
+    load_at_start = load_average()
     objects = make_objects(args.objects)
     keys = list(objects)
     with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp:
@@ -211,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # download_file sends HEAD then GET per object; spool_many sends one GET.
     print(f"objects: {n} ({total_kb:.0f} KB total), runs: {args.runs} (median, taking turns)")
+    print(f"load average at the start: {load_at_start}, at the end: {load_average()}")
     print(
         f"baseline  download_file one by one: {t_seq:7.3f} s  {n / t_seq:7.1f} objects/s  "
         f"{2 * n / t_seq:7.1f} requests/s" + cpu_per_object("download_file")
