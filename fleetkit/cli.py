@@ -101,6 +101,8 @@ def _wants_help(name: str, *positional: str) -> bool:
 
 
 _SETTINGS_HELP = "settings file (default: $FLEETKIT_SETTINGS or ./fleetkit.yaml)"
+_NO_HISTORY_HELP = "do not record this run in the history (settings history.path)"
+_MIN_COVERAGE_HELP = "exit 1 when fewer than PCT percent of the asked nodes answered"
 
 
 def _command(
@@ -140,6 +142,12 @@ def provision(c: Context, hosts: str = "", check: bool = False, settings: str = 
     timeout="seconds to wait for the nodes (default: settings query.timeout)",
     include_unknown_nodes="also merge answers of cluster nodes that are not in the inventory "
     "(their rows are marked unknownNode=true); default: excluded and named",
+    diff="print what changed since the previous run of the same question and scope "
+    "(rows added/removed per node) instead of the rows",
+    no_history=_NO_HISTORY_HELP,
+    min_coverage=_MIN_COVERAGE_HELP,
+    retry_missing="the argument is a RUN id: ask that run's question again of the nodes that "
+    "failed, timed out or were missing in it, recording their answers into it (late)",
 )
 def query(
     c: Context,
@@ -151,6 +159,10 @@ def query(
     output: str = "",
     timeout: float = 0.0,
     include_unknown_nodes: bool = False,
+    diff: bool = False,
+    no_history: bool = False,
+    min_coverage: str = "",
+    retry_missing: bool = False,
     settings: str = "",
 ) -> None:
     """Run one osquery SQL question on the fleet and print one merged result."""
@@ -170,6 +182,10 @@ def query(
             output=output or None,
             timeout=timeout or None,
             include_unknown_nodes=include_unknown_nodes,
+            diff=diff,
+            no_history=no_history,
+            min_coverage=min_coverage,
+            retry_missing=retry_missing,
         ),
         settings,
     )
@@ -178,12 +194,15 @@ def query(
 @_command(
     hosts="host names or groups (default: whole inventory)",
     json="print the report as JSON on stdout",
+    no_history="do not record this run in the history",
 )
-def verify(c: Context, hosts: str = "", json: bool = False, settings: str = "") -> None:
+def verify(
+    c: Context, hosts: str = "", json: bool = False, no_history: bool = False, settings: str = ""
+) -> None:
     """Check that every node is really ready, naming the fix for each failure."""
     import fleetkit.commands.verify as core
 
-    _finish(c, lambda rt: core.run(rt, hosts=hosts, as_json=json), settings)
+    _finish(c, lambda rt: core.run(rt, hosts=hosts, as_json=json, no_history=no_history), settings)
 
 
 @_command(
@@ -248,6 +267,9 @@ def nodes(c: Context, json: bool = False, approve: bool = False, settings: str =
     select="label selectors k=v,...",
     via="bacalhau (default) or ssh",
     format="table (default), json, ndjson or csv",
+    grace="mark failures older than DAYS days as overdue",
+    no_history=_NO_HISTORY_HELP,
+    min_coverage=_MIN_COVERAGE_HELP,
 )
 def policy(
     c: Context,
@@ -256,6 +278,9 @@ def policy(
     select: str = "",
     via: str = "bacalhau",
     format: str = "table",
+    grace: str = "",
+    no_history: bool = False,
+    min_coverage: str = "",
     settings: str = "",
 ) -> None:
     """Run compliance packs: PASS / FAIL / UNKNOWN / ERROR per host per policy."""
@@ -264,7 +289,15 @@ def policy(
     _finish(
         c,
         lambda rt: core.run(
-            rt, packs=pack or [], hosts=hosts, select=select, via=via, output_format=format
+            rt,
+            packs=pack or [],
+            hosts=hosts,
+            select=select,
+            via=via,
+            output_format=format,
+            grace=grace,
+            no_history=no_history,
+            min_coverage=min_coverage,
         ),
         settings,
     )
@@ -278,6 +311,8 @@ def policy(
     select="label selectors k=v,...",
     via="bacalhau (default) or ssh",
     format="table (default), json, ndjson or csv",
+    no_history=_NO_HISTORY_HELP,
+    min_coverage=_MIN_COVERAGE_HELP,
 )
 def hunt(
     c: Context,
@@ -288,6 +323,8 @@ def hunt(
     select: str = "",
     via: str = "bacalhau",
     format: str = "table",
+    no_history: bool = False,
+    min_coverage: str = "",
     settings: str = "",
 ) -> None:
     """Hunt indicators (path + SHA-256) across the fleet: which hosts are infected."""
@@ -304,7 +341,67 @@ def hunt(
             select=select,
             via=via,
             output_format=format,
+            no_history=no_history,
+            min_coverage=min_coverage,
         ),
+        settings,
+    )
+
+
+@_command(
+    kind="only runs of this kind (query, policy, hunt, verify, watch)",
+    limit="at most N runs (default 50)",
+    format="table (default), json, ndjson or csv",
+)
+def history(
+    c: Context, kind: str = "", limit: int = 50, format: str = "table", settings: str = ""
+) -> None:
+    """The recorded runs, newest first, with their coverage."""
+    import fleetkit.commands.history as core
+
+    _finish(
+        c, lambda rt: core.list_runs(rt, kind=kind, limit=limit, output_format=format), settings
+    )
+
+
+@_command(
+    run="the run id (or a unique prefix; invoke history lists them)",
+    format="json, ndjson, csv or table (default: the format the run's command defaults to)",
+    output="write the result to this file (atomically) instead of stdout",
+)
+def show(c: Context, run: str, format: str = "", output: str = "", settings: str = "") -> None:
+    """What a recorded run printed, byte for byte; late answers marked answeredLate."""
+    if _wants_help("show", run):
+        return
+    import fleetkit.commands.history as core
+
+    _finish(
+        c,
+        lambda rt: core.show(rt, run_id=run, output_format=format, output=output or None),
+        settings,
+    )
+
+
+@_command(
+    iterable=["run"],
+    run="a run id (repeat for two); none: the newest run against the one before it of the "
+    "same question and scope; one: that run against the newest later one",
+    format="json (default), ndjson, csv or table",
+    output="write the result to this file (atomically) instead of stdout",
+)
+def diff(
+    c: Context,
+    run: list[str] | None = None,
+    format: str = "json",
+    output: str = "",
+    settings: str = "",
+) -> None:
+    """What changed between two runs of the same question: rows added/removed per node."""
+    import fleetkit.commands.history as core
+
+    _finish(
+        c,
+        lambda rt: core.diff(rt, runs=run or [], output_format=format, output=output or None),
         settings,
     )
 
@@ -318,6 +415,57 @@ def quarantine(c: Context, hosts: str = "", release: bool = False, settings: str
     import fleetkit.commands.quarantine as core
 
     _finish(c, lambda rt: core.run(rt, hosts=hosts, release=release), settings)
+
+
+@_command(
+    iterable=["pack"],
+    pack="pack name, file or directory (repeatable; default: watch.packs, else every pack)",
+    once="run each pack once and exit (1 if a run failed); for cron and tests",
+    interval="seconds between runs of every pack, instead of each pack's interval (>= 1)",
+)
+def watch(
+    c: Context,
+    pack: list[str] | None = None,
+    once: bool = False,
+    interval: float = 0.0,
+    settings: str = "",
+) -> None:
+    """Run packs on their intervals as one job per node; record; notify on change."""
+    import fleetkit.commands.watch as core
+
+    _finish(
+        c,
+        lambda rt: core.run(rt, packs=pack or [], once=once, interval=interval or None),
+        settings,
+    )
+
+
+@_command(
+    output="the HTML file to write (default: report.html)",
+    since="the period to show: 7d (default), 12h, 2w, 1d12h or all",
+    bundle="write an evidence bundle (.tar.gz: report, runs' outputs, manifest) instead",
+    runs="run ids (or unique prefixes) for --bundle (default: the runs the report shows)",
+    check_bundle="verify every file of a bundle against its manifest (exit 1 names changes)",
+)
+def report(
+    c: Context,
+    output: str = "",
+    since: str = "7d",
+    bundle: str = "",
+    runs: str = "",
+    check_bundle: str = "",
+    settings: str = "",
+) -> None:
+    """The fleet at a glance from the history: one static HTML file, or an evidence bundle."""
+    import fleetkit.commands.report as core
+
+    _finish(
+        c,
+        lambda rt: core.run(
+            rt, output=output, since=since, bundle=bundle, runs=runs, check=check_bundle
+        ),
+        settings,
+    )
 
 
 _PACK_OPTION = "pack file or directory (repeatable; default: packs/ by fleetkit.yaml, else shipped)"
@@ -355,7 +503,21 @@ def packs_import(
     _finish(c, lambda rt: core.run_import(rt, file, kind, output), settings)
 
 
-namespace = Collection(provision, query, verify, onboard, nodes, policy, hunt, quarantine)
+namespace = Collection(
+    provision,
+    query,
+    verify,
+    onboard,
+    nodes,
+    policy,
+    hunt,
+    quarantine,
+    history,
+    show,
+    diff,
+    watch,
+    report,
+)
 #: ``invoke packs.list`` / ``packs.check`` / ``packs.import FILE``; the console script
 #: also takes the spaced form (``fleetkit packs import FILE``, see :func:`main`).
 _packs = Collection("packs")

@@ -72,7 +72,8 @@ def _load(directory: str) -> Lab:
         "and S3, e.g. 40ms (0ms: proxy without delay, for its counters)",
         "machine_names": "machine hostnames that differ from inventory names: "
         "node-2=ip-10-0-1-29,node-3=web-3",
-        "cloud_hostnames": "give every second compute host a cloud-style hostname (ip-10-...)",
+        "cloud_hostnames": "give every second compute host a cloud-style hostname (ip-10-...), "
+        "as real fleets have (default on; --no-cloud-hostnames names every machine like its host)",
     }
 )
 def up(
@@ -83,7 +84,7 @@ def up(
     netns: bool = False,
     latency: str = "",
     machine_names: str = "",
-    cloud_hostnames: bool = False,
+    cloud_hostnames: bool = True,
 ) -> None:
     """Start a local lab fleet (not provisioned) and write its fleetkit setup."""
     workdir = _workdir(dir)

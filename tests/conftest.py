@@ -1,7 +1,11 @@
 """Shared fixtures: the local lab fleet (see ``lab/``).
 
 ``lab`` is one session-wide lab (control plane ``orch-1`` + ``node-1..3``),
-started on first use and NOT provisioned; ``tests/e2e/conftest.py`` builds
+started on first use and NOT provisioned. In every lab made here, every
+second compute host (node-2, node-4, ...) has a cloud-style machine hostname
+(``ip-10-...``) that differs from its inventory name, as real fleets do: end-to-end
+tests exercise the identity rule (inventory name = node ID; ``hostname`` = the
+machine's own; ``host.hostname`` is the machine's name in a test); ``tests/e2e/conftest.py`` builds
 ``provisioned_lab`` on top of it. ``lab_factory`` makes extra labs (any size,
 network namespaces, S3) for tests that break hosts or need a special shape;
 each is torn down when its test ends. ``netns_lab`` is a session-wide lab
@@ -65,7 +69,9 @@ def _require_lab() -> None:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """One control plane + 3 compute hosts for the whole session, not provisioned."""
     _require_lab()
-    started = Lab(tmp_path_factory.mktemp("lab"), compute=3, detach=False).up()
+    started = Lab(
+        tmp_path_factory.mktemp("lab"), compute=3, detach=False, cloud_hostnames=True
+    ).up()
     try:
         yield started
     finally:
@@ -76,7 +82,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def netns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """Like ``lab`` but every host in its own network namespace (10.R.S.N), not provisioned."""
     _require_lab()
-    started = Lab(tmp_path_factory.mktemp("netns-lab"), compute=3, netns=True, detach=False).up()
+    started = Lab(
+        tmp_path_factory.mktemp("netns-lab"),
+        compute=3,
+        netns=True,
+        detach=False,
+        cloud_hostnames=True,
+    ).up()
     try:
         yield started
     finally:
@@ -88,12 +100,14 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFactory
     """``lab_factory(compute=3, netns=False, s3=False, **options) -> Lab`` (started).
 
     ``options`` go to :class:`Lab` (``latency=0.04``, ``machine_names={...}``,
-    ``cloud_hostnames=True``). Every lab made is torn down when the test ends.
+    ``cloud_hostnames=False`` to make every machine named like its host; True by
+    default). Every lab made is torn down when the test ends.
     """
     _require_lab()
     made: list[Lab] = []
 
     def make(*, compute: int = 3, netns: bool = False, s3: bool = False, **options: Any) -> Lab:
+        options.setdefault("cloud_hostnames", True)
         started = Lab(
             tmp_path_factory.mktemp("lab"),
             compute=compute,

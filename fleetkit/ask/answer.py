@@ -80,6 +80,8 @@ class NodeResult:
     data: RowData = field(default=NO_ROWS, repr=False)
     #: Not an inventory host (only ever OK/FAILED/... when included on request).
     unknown: bool = False
+    #: Answered after its run ended (a run read back from the history: ``answeredLate``).
+    late: bool = False
 
     @property
     def ok(self) -> bool:
@@ -170,7 +172,9 @@ class FleetAnswer:
 
     def tags(self, node: NodeResult) -> Tags:
         """The columns fleetkit adds to ``node``'s rows."""
-        return Tags(node.node_id, node.hostname, node.unknown, self.redacted & set(TAG_COLUMNS))
+        return Tags(
+            node.node_id, node.hostname, node.unknown, self.redacted & set(TAG_COLUMNS), node.late
+        )
 
     def close(self) -> None:
         for spool in self.spools:

@@ -142,7 +142,8 @@ class HuntResult:
 
     @property
     def infected_hosts(self) -> list[str]:
-        return list(dict.fromkeys(hit["hostname"] or hit["nodeID"] for hit in self.hits))
+        """Inventory names (what ``quarantine --hosts`` takes), not machine hostnames."""
+        return list(dict.fromkeys(hit["nodeID"] for hit in self.hits))
 
 
 def hunt_fleet(questions: Sequence[Question], ask: Asker, scope: Scope) -> HuntResult:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from fleetkit.ask.answer import FleetAnswer, NodeResult
-from fleetkit.ask.rows import HOSTNAME, NODE_ID, UNKNOWN_NODE
+from fleetkit.ask.rows import HOSTNAME, LATE_ANSWER, NODE_ID, UNKNOWN_NODE
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.output import ByteSink, check_format, deliver, write_pieces
 from fleetkit.foundation.table import Table, cell
@@ -41,38 +41,55 @@ class MergeStats:
     closed_early: bool = False
 
 
+#: Called with each node once its rows are written (the history records it then).
+AfterNode = Callable[[NodeResult], None]
+
+
 def write_answer(
-    answer: FleetAnswer, fmt: str, *, env: Environment, output: str | None
+    answer: FleetAnswer,
+    fmt: str,
+    *,
+    env: Environment,
+    output: str | None,
+    after_node: AfterNode | None = None,
 ) -> MergeStats:
     """Merge to ``output`` (atomically) or to stdout; stdout gets nothing but the result."""
-    closed = deliver(env, lambda sink: write_merged(answer, fmt, sink), output)
+    closed = deliver(env, lambda sink: write_merged(answer, fmt, sink, after_node), output)
     with_rows = [node for node in answer.nodes if node.has_rows]
     return MergeStats(answer.row_count, len(with_rows), closed)
 
 
-def write_merged(answer: FleetAnswer, fmt: str, out: ByteSink) -> None:
-    """Every answering node's tagged rows in ``fmt``."""
+def write_merged(
+    answer: FleetAnswer, fmt: str, out: ByteSink, after_node: AfterNode | None = None
+) -> None:
+    """Every answering node's tagged rows in ``fmt``; ``after_node`` sees each node with
+    rows right after its last byte was handed to ``out`` (while it is still at hand)."""
     fmt = check_format(fmt)
+    nodes = _with_rows(answer, after_node)
     if fmt == "json":
-        _write_json(answer, out)
+        _write_json(answer, out, nodes)
     elif fmt == "ndjson":
-        _write_ndjson(answer, out)
+        _write_ndjson(answer, out, nodes)
     elif fmt == "csv":
-        _write_csv(answer, out)
+        _write_csv(answer, out, nodes)
     else:
-        _write_table(answer, out)
+        _write_table(answer, out, nodes)
 
 
-def _with_rows(answer: FleetAnswer) -> Iterator[NodeResult]:
-    return (node for node in answer.nodes if node.has_rows)
+def _with_rows(answer: FleetAnswer, after_node: AfterNode | None = None) -> Iterator[NodeResult]:
+    for node in answer.nodes:
+        if node.has_rows:
+            yield node
+            if after_node is not None:
+                after_node(node)
 
 
-def _write_json(answer: FleetAnswer, out: ByteSink) -> None:
+def _write_json(answer: FleetAnswer, out: ByteSink, nodes: Iterator[NodeResult]) -> None:
     """``[``, each node's rows (each after a newline, separated by ``,``), ``\\n]``."""
     out.write(b"[")
     wrote = False
     try:
-        for node in _with_rows(answer):
+        for node in nodes:
             if wrote:
                 out.write(b",")
             write_pieces(out, node.data.tagged_pieces(answer.tags(node), array=True))
@@ -82,10 +99,10 @@ def _write_json(answer: FleetAnswer, out: ByteSink) -> None:
         out.write(b"\n]\n" if wrote else b"]\n")
 
 
-def _write_ndjson(answer: FleetAnswer, out: ByteSink) -> None:
+def _write_ndjson(answer: FleetAnswer, out: ByteSink, nodes: Iterator[NodeResult]) -> None:
     """One row a line: the pieces' leading newline ends the previous row instead."""
     wrote = False
-    for node in _with_rows(answer):
+    for node in nodes:
         pieces = node.data.tagged_pieces(answer.tags(node), array=False)
         if not wrote:
             pieces[0] = pieces[0][1:]
@@ -101,6 +118,7 @@ def merged_columns(answer: FleetAnswer) -> list[str]:
     if not nodes:
         return []
     tags = [NODE_ID, HOSTNAME] + ([UNKNOWN_NODE] if any(n.unknown for n in nodes) else [])
+    tags += [LATE_ANSWER] if any(n.late for n in nodes) else []
     return tags + sorted(set(answer.columns) - set(tags))
 
 
@@ -109,14 +127,14 @@ def tagged_rows(answer: FleetAnswer, node: NodeResult) -> Iterator[dict[str, str
     return (tags.apply(row) for row in node.iter_rows())
 
 
-def _write_csv(answer: FleetAnswer, out: ByteSink) -> None:
+def _write_csv(answer: FleetAnswer, out: ByteSink, nodes: Iterator[NodeResult]) -> None:
     columns = merged_columns(answer)
     if not columns:
         return
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
-    for node in _with_rows(answer):
+    for node in nodes:
         for count, row in enumerate(tagged_rows(answer, node), 1):
             writer.writerow(row)
             if count % 1000 == 0:
@@ -129,7 +147,7 @@ def _write_csv(answer: FleetAnswer, out: ByteSink) -> None:
     out.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
 
 
-def _write_table(answer: FleetAnswer, out: ByteSink) -> None:
+def _write_table(answer: FleetAnswer, out: ByteSink, nodes: Iterator[NodeResult]) -> None:
     columns = merged_columns(answer)
     if not columns:
         out.write(NO_ROWS_LINE)
@@ -141,7 +159,7 @@ def _write_table(answer: FleetAnswer, out: ByteSink) -> None:
             for index, column in enumerate(columns):
                 widths[index] = max(widths[index], len(cell(row.get(column, ""))))
     first = True
-    for node in _with_rows(answer):  # second pass: one node's cells at a time
+    for node in nodes:  # second pass: one node's cells at a time
         body = tuple(
             tuple(cell(row.get(c, "")) for c in columns) for row in tagged_rows(answer, node)
         )

@@ -39,6 +39,12 @@ from fleetkit.ask.packfields import (
     read_optional_text,
     read_text,
 )
+
+# Where pack files are (shared with provisioning, which copies the watch's packs).
+from fleetkit.foundation.packfiles import PACK_SUFFIXES as PACK_SUFFIXES
+from fleetkit.foundation.packfiles import SHIPPED_PACKS_DIR as SHIPPED_PACKS_DIR
+from fleetkit.foundation.packfiles import find_pack_files as find_pack_files
+from fleetkit.foundation.packfiles import pack_files_in as pack_files_in
 from fleetkit.foundation.sqlguard import refuse_denied_tables
 from fleetkit.foundation.status import ConfigError, UsageError
 from fleetkit.foundation.yamlfile import PACK_BYTES, expect_mapping, load_yaml, reject_unknown_keys
@@ -64,9 +70,6 @@ MEANINGS = ("pass_if_rows", "fail_if_rows")
 MAX_ITEMS = 256
 MAX_SQL_CHARS = 32 * 1024
 MAX_PACK_SQL_CHARS = 256 * 1024
-#: The packs shipped with fleetkit (package data); ``packs/`` beside fleetkit.yaml wins.
-SHIPPED_PACKS_DIR = Path(__file__).resolve().parent.parent / "packs"
-PACK_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -167,21 +170,6 @@ class Pack:
 
 
 # --------------------------------------------------------------------------- finding packs
-
-
-def find_pack_files(settings_base_dir: str) -> list[Path]:
-    """``packs/*.yaml`` beside fleetkit.yaml when that directory has any, else the shipped packs."""
-    for directory in (Path(settings_base_dir) / "packs", SHIPPED_PACKS_DIR):
-        files = pack_files_in(directory)
-        if files:
-            return files
-    return []
-
-
-def pack_files_in(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if p.suffix in PACK_SUFFIXES and p.is_file())
 
 
 def default_pack_files(settings_base_dir: str) -> list[Path]:

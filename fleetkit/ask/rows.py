@@ -20,7 +20,9 @@ NODE_ID = "nodeID"
 HOSTNAME = "hostname"
 #: Set to "true" on rows of a node that is not in the inventory (``--include-unknown-nodes``).
 UNKNOWN_NODE = "unknownNode"
-TAG_COLUMNS = (NODE_ID, HOSTNAME, UNKNOWN_NODE)
+#: Set to "true" on rows a node gave after its run ended (``--retry-missing``; ``show``).
+LATE_ANSWER = "answeredLate"
+TAG_COLUMNS = (NODE_ID, HOSTNAME, UNKNOWN_NODE, LATE_ANSWER)
 
 
 #: Bytes in memory, or ``(file, offset, length)`` in a temporary file.
@@ -169,16 +171,24 @@ class Tags:
     unknown: bool = False
     #: Tag columns listed in ``query.redact_columns`` are redacted like row columns.
     redacted: frozenset[str] = frozenset()
+    late: bool = False
 
     def pairs(self) -> list[tuple[str, str]]:
         items = [(NODE_ID, self.node_id), (HOSTNAME, self.hostname)]
         if self.unknown:
             items.append((UNKNOWN_NODE, "true"))
+        if self.late:
+            items.append((LATE_ANSWER, "true"))
         return [(k, REDACTED if k in self.redacted else v) for k, v in items]
 
     def apply(self, row: dict[str, str]) -> dict[str, str]:
         return tag_row(
-            row, self.node_id, self.hostname, unknown=self.unknown, redacted=self.redacted
+            row,
+            self.node_id,
+            self.hostname,
+            unknown=self.unknown,
+            redacted=self.redacted,
+            late=self.late,
         )
 
 
@@ -195,23 +205,29 @@ def tag_row(
     *,
     unknown: bool = False,
     redacted: AbstractSet[str] = frozenset(),
+    late: bool = False,
 ) -> dict[str, str]:
-    """The row with fleetkit's columns first: ``nodeID``, ``hostname``, ``unknownNode``.
+    """The row with fleetkit's columns first: ``nodeID``, ``hostname``, ``unknownNode``,
+    ``answeredLate``.
 
     The rule: ``nodeID`` is always fleetkit's (a query column of that name is
     replaced, so every row can be traced to its node); ``hostname`` is the
     query's own when it returned one (osquery's ``system_info.hostname`` is the
     host's view of itself) and then stays where the query put it, else the
     node's name; ``unknownNode`` ("true") marks rows of a node that is not in
-    the inventory. ``redacted`` columns (tags included) become ``<redacted>``.
+    the inventory; ``answeredLate`` ("true") marks rows recorded into a run after
+    it ended (``--retry-missing``). ``redacted`` columns (tags included) become
+    ``<redacted>``.
     """
     tagged = {NODE_ID: node_id}
     if HOSTNAME not in row:
         tagged[HOSTNAME] = hostname
     if unknown:
         tagged[UNKNOWN_NODE] = "true"
+    if late:
+        tagged[LATE_ANSWER] = "true"
     for key, value in row.items():
-        if key not in tagged and key not in (NODE_ID, UNKNOWN_NODE):
+        if key not in tagged and key not in (NODE_ID, UNKNOWN_NODE, LATE_ANSWER):
             tagged[key] = value
     return redact_row(tagged, redacted)
 

@@ -3,10 +3,16 @@
 - The expected node set is computed from the orchestrator's node list *before*
   submitting, because an ops job silently skips nodes that lack a capability:
   those are named MISSING with the reason instead of being waited for.
+- Which node is which inventory host is decided by the one identity mapping
+  (:func:`fleetkit.hostfacts.identity.map_fleet`): each answer is filed under
+  the inventory name (``nodeID``) with the machine's own hostname, whatever
+  the node's ID at the orchestrator. Hosts in an identity conflict are named
+  MISSING with the conflict, and the nodes involved are never merged.
 - Cluster nodes that are not inventory hosts (a stranger holding the token)
   are never merged silently: excluded by default (named, and the job is pinned
-  to the inventory nodes when their ``name`` labels allow it), included and
-  marked on request (``Scope.include_unknown_nodes``).
+  to the inventory nodes by fleetkit's ``fleetkit-host`` label, or Bacalhau's
+  ``name`` label, when every expected node carries it), included and marked
+  on request (``Scope.include_unknown_nodes``). ``--hosts`` pins the job the same way.
 - Output comes from ``RunOutput`` when it is complete, else from the object
   the S3 publisher wrote (spooled to an anonymous temporary file).
 """
@@ -15,10 +21,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import IO, TYPE_CHECKING
 
 from fleetkit.ask.answer import NodeStatus
+from fleetkit.ask.expected import ExpectedNodes, Roster, expected_nodes
 from fleetkit.ask.poll import JobWaiter
 from fleetkit.ask.scope import Question, Scope
 from fleetkit.ask.transport import Collected, NodeReply, by_node_id, osqueryi_reply
@@ -26,13 +33,13 @@ from fleetkit.clients.bacalhau import (
     BacalhauClient,
     ComputeState,
     Execution,
-    NodeState,
-    build_osquery_job,
+    TaskCommand,
+    build_ops_job,
+    osquery_command,
     stdout_key,
 )
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.inventory import Host
-from fleetkit.foundation.selectors import Selector
 from fleetkit.foundation.settings import S3Settings, Settings
 from fleetkit.foundation.status import ConfigError, FleetkitError
 from fleetkit.runtime import Runtime
@@ -43,92 +50,11 @@ if TYPE_CHECKING:
 #: Seconds the orchestrator may take beyond the execution timeout before the
 #: job as a whole is failed (queueing, publishing).
 TOTAL_TIMEOUT_MARGIN = 10
-#: Label Bacalhau (v1.8+) sets to the node's name; used to pin a job to nodes.
-NAME_LABEL = "name"
 
 ClientFactory = Callable[[Runtime], BacalhauClient]
 #: Builds the S3 result reader (imported lazily: boto3 is slow to import and
 #: only the S3 route needs it).
 StoreFactory = Callable[[S3Settings, Mapping[str, str]], "ResultStore"]
-
-
-@dataclass
-class ExpectedNodes:
-    """Who the job is for, who matched but cannot run it (and why), and the strangers."""
-
-    ids: list[str] = field(default_factory=list)
-    missing: dict[str, str] = field(default_factory=dict)
-    #: Matching cluster nodes that are not inventory hosts (left out of ``ids``).
-    strangers: list[str] = field(default_factory=list)
-    #: Whether every expected node carries the ``name`` label (to pin the job).
-    pinnable: bool = True
-
-
-def expected_nodes(
-    nodes: Sequence[NodeState],
-    selector: Selector,
-    wanted: Collection[Host] | None,
-    *,
-    publisher: str | None,
-    inventory_compute: Sequence[Host] = (),
-    include_unknown: bool = True,
-) -> ExpectedNodes:
-    """The expected set: compute, CONNECTED, APPROVED, matching, advertising the needs.
-
-    Nodes that match but cannot run the job (disconnected, pending approval,
-    lacking docker / local storage / the publisher) are named as missing with
-    the reason, because the orchestrator skips them without a word. Inventory
-    compute hosts the orchestrator does not know are missing too. Without
-    ``include_unknown``, matching nodes outside ``inventory_compute`` are
-    strangers, not expected.
-    """
-    names = {h.name for h in wanted} if wanted is not None else None
-    inventory = {h.name for h in inventory_compute}
-    result = ExpectedNodes()
-    known: set[str] = set()
-    for node in sorted(nodes, key=lambda n: n.node_id):
-        if not node.is_compute:
-            continue
-        known.add(node.node_id)
-        if names is not None and node.node_id not in names:
-            continue
-        if not selector.matches(node.labels):
-            continue
-        if names is None and not include_unknown and node.node_id not in inventory:
-            result.strangers.append(node.node_id)
-            continue
-        reason = unschedulable_reason(node, publisher)
-        if reason:
-            result.missing[node.node_id] = reason
-            continue
-        result.ids.append(node.node_id)
-        if node.labels.get(NAME_LABEL) != node.node_id:
-            result.pinnable = False
-    candidates = wanted if wanted is not None else list(inventory_compute)
-    for host in candidates:
-        if host.name not in known and selector.matches(host.labels):
-            result.missing[host.name] = "not known to the orchestrator (never joined the cluster)"
-    return result
-
-
-def unschedulable_reason(node: NodeState, publisher: str | None) -> str:
-    if not node.is_approved:
-        return f"not approved at the orchestrator (membership {node.membership or 'unknown'})"
-    if not node.is_connected:
-        since = f" since {node.disconnected_since}" if node.disconnected_since else ""
-        return f"{(node.connection or 'not connected').lower()}{since}"
-    lacking = node.advertises(engine="docker", storage="local", publisher=publisher)
-    if lacking:
-        return (
-            "cannot run the query job: does not advertise "
-            + ", ".join(lacking)
-            + (
-                " (is the osquery socket directory in Compute.AllowListedLocalPaths?)"
-                if any(item.startswith("storage") for item in lacking)
-                else ""
-            )
-        )
-    return ""
 
 
 @dataclass
@@ -150,44 +76,61 @@ class BacalhauTransport:
         return cls(client, rt.settings, _inventory_compute(rt), rt.env)
 
     def ask(self, question: Question, scope: Scope) -> Collected:
+        command = osquery_command(question.argv, self.settings.osquery.extensions_socket)
+        return self.run_task(command, scope)
+
+    def run_task(
+        self,
+        command: TaskCommand,
+        scope: Scope,
+        *,
+        purpose: str = "query",
+        on_submitted: Callable[[str], None] | None = None,
+    ) -> Collected:
+        """One ops job running ``command`` on the scope's nodes, collected like a query.
+
+        The pack job (:mod:`fleetkit.ask.packrun`) runs its framing script here;
+        ``on_submitted`` learns the job id as soon as it exists (the watch stops
+        that job on SIGTERM).
+        """
         settings = self.settings
         s3 = settings.query.s3 if settings.query.publisher == "s3" else None
+        nodes = self.client.nodes()
         expected = expected_nodes(
-            self.client.nodes(),
+            nodes,
             scope.selector,
             scope.hosts,
             publisher="s3" if s3 is not None else None,
             inventory_compute=self.inventory_compute,
             include_unknown=scope.include_unknown_nodes,
         )
-        inventory = {h.name for h in self.inventory_compute} | (scope.host_names or set())
-        early = [
-            NodeReply(n, n, NodeStatus.MISSING, error=why, in_inventory=n in inventory)
-            for n, why in expected.missing.items()
-        ] + [NodeReply(n, n, NodeStatus.MISSING, in_inventory=False) for n in expected.strangers]
+        early = _early_replies(expected, scope)
         if not expected.ids:
             return Collected(replies=by_node_id(early))
         constraints = scope.selector.constraints()
-        if (scope.hosts is not None or expected.strangers) and expected.pinnable:
-            constraints.append({"Key": NAME_LABEL, "Operator": "in", "Values": list(expected.ids)})
+        pin = expected.pin(nodes)
+        if (scope.hosts is not None or expected.strangers or expected.conflicts) and pin:
+            constraints.append(pin)
         seconds = max(1, math.ceil(scope.timeout))
-        job = build_osquery_job(
-            question.argv,
+        job = build_ops_job(
+            command,
             image=settings.query.image,
             socket_dir=settings.osquery.socket_dir,
-            socket_path=settings.osquery.extensions_socket,
             constraints=constraints,
             execution_timeout=seconds,
             total_timeout=seconds + TOTAL_TIMEOUT_MARGIN,
             s3=s3,
+            purpose=purpose,
         )
         job_id = self.client.submit_job(job).job_id
+        if on_submitted is not None:
+            on_submitted(job_id)
         waited = JobWaiter(self.client, job_id, expected.ids, env=self.env).wait(scope.timeout)
         replies = collect(
             waited.executions,
             expected.ids,
             scope_names=scope.host_names,
-            inventory=inventory,
+            roster=expected.roster,
             include_unknown=scope.include_unknown_nodes,
             timed_out=waited.timed_out,
             job_message=waited.job_message,
@@ -197,7 +140,7 @@ class BacalhauTransport:
         # in between): its real result wins over the guess.
         answered = {r.node_id for r in replies}
         early = [r for r in early if r.node_id not in answered]
-        return Collected(by_node_id(replies + early), job_id, tuple(expected.ids))
+        return Collected(by_node_id(replies + early), job_id, tuple(sorted(expected.names)))
 
     def fetch_published(
         self, items: list[tuple[str, str, str]]
@@ -218,12 +161,24 @@ class BacalhauTransport:
 Fetcher = Callable[[list[tuple[str, str, str]]], Mapping[str, "IO[bytes] | FleetkitError"]]
 
 
+def _early_replies(expected: ExpectedNodes, scope: Scope) -> list[NodeReply]:
+    """The nodes known not to answer before the job is submitted: missing, strangers."""
+    inventory = expected.roster.inventory | (scope.host_names or set())
+    hostnames = {m.name: m.hostname for m in expected.roster.members.values()}
+    return [
+        NodeReply(
+            n, hostnames.get(n, n), NodeStatus.MISSING, error=why, in_inventory=n in inventory
+        )
+        for n, why in expected.missing.items()
+    ] + [NodeReply(n, n, NodeStatus.MISSING, in_inventory=False) for n in expected.strangers]
+
+
 def collect(
     executions: Sequence[Execution],
     expected: Sequence[str],
     *,
     scope_names: Collection[str] | None,
-    inventory: Collection[str],
+    roster: Roster,
     include_unknown: bool,
     timed_out: bool,
     job_message: str = "",
@@ -231,38 +186,45 @@ def collect(
 ) -> list[NodeReply]:
     """One reply per expected node, and per other node that ran the job anyway.
 
-    A node that joined between listing and scheduling ran the query: an
-    inventory host's rows are kept; a stranger's are not even fetched unless
-    ``include_unknown``. With ``--hosts`` only the named hosts count.
+    ``expected`` are node IDs; each reply is filed under the node's name in
+    the ``roster`` (its inventory name) with its machine's hostname. A node
+    that joined between listing and scheduling ran the query: an inventory
+    host's rows are kept; a stranger's are not even fetched unless
+    ``include_unknown``; a node in an identity conflict's never are. With
+    ``--hosts`` only the named hosts count.
     """
     by_node = latest_per_node(executions)
     node_ids = list(expected) + sorted(
-        n for n in by_node if n not in expected and (scope_names is None or n in scope_names)
+        n
+        for n in by_node
+        if n not in expected
+        and n not in roster.conflicted
+        and (scope_names is None or roster.name_of(n) in scope_names)
     )
     replies: dict[str, NodeReply] = {}
     needs_s3: list[tuple[str, str, str]] = []
     for node_id in node_ids:
-        known = node_id in inventory
+        name, hostname, known = roster.filing(node_id)
         execution = by_node.get(node_id)
         if not known and not include_unknown:
-            replies[node_id] = NodeReply(node_id, node_id, NodeStatus.MISSING, in_inventory=False)
+            replies[name] = NodeReply(name, hostname, NodeStatus.MISSING, in_inventory=False)
         elif execution is None:
             reason = "no execution: the orchestrator did not run the job on this node"
             if job_message:
                 reason += f" (job: {job_message})"
-            replies[node_id] = NodeReply(
-                node_id, node_id, NodeStatus.MISSING, error=reason, in_inventory=known
+            replies[name] = NodeReply(
+                name, hostname, NodeStatus.MISSING, error=reason, in_inventory=known
             )
         else:
             reply, location = execution_reply(execution, timed_out=timed_out, in_inventory=known)
-            replies[node_id] = reply
+            replies[name] = replace(reply, node_id=name, hostname=hostname)
             if location is not None:
-                needs_s3.append((node_id, *location))
+                needs_s3.append((name, *location))
     if needs_s3:
         fetched = fetch(needs_s3)
-        for node_id, _bucket, _key in needs_s3:
-            replies[node_id] = _published(replies[node_id], fetched.get(node_id))
-    return [replies[n] for n in node_ids]
+        for name, _bucket, _key in needs_s3:
+            replies[name] = _published(replies[name], fetched.get(name))
+    return list(replies.values())
 
 
 def _published(reply: NodeReply, value: IO[bytes] | FleetkitError | None) -> NodeReply:

@@ -4,7 +4,9 @@ The hosts are inventory compute hosts (``--hosts`` or all of them) matching
 the selector on their inventory labels, asked in the bounded SSH pool with
 pinned host keys. The SQL travels on stdin and reaches osqueryi as its
 argument without any parsing (:func:`~fleetkit.ask.osqueryi.osqueryi_command`).
-The node ID and hostname of each answer are the inventory name.
+The node ID of each answer is the inventory name (the identity rule,
+:mod:`fleetkit.hostfacts.identity`); its hostname is the machine's own,
+printed by ``uname -n`` in the same command, before osqueryi runs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,28 @@ from fleetkit.ask.transport import Collected, NodeReply, Progress, by_node_id, o
 from fleetkit.clients.ssh import CommandResult, CommandTimeout, Outcome, Remote, fan_out
 from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.inventory import Host
+from fleetkit.hostfacts.identity import machine_hostname
 from fleetkit.runtime import Runtime
+
+#: Bytes the host's first line (its hostname) may take before osqueryi's output.
+HOSTNAME_LINE_LIMIT = 256
+
+
+def ask_command(socket: str) -> str:
+    """``uname -n`` (the machine's hostname, one line), then osqueryi with the SQL on stdin."""
+    return f"uname -n; {osqueryi_command(socket)}"
+
+
+def split_hostname(stdout: bytes) -> tuple[str | None, bytes]:
+    """The hostname line printed before osqueryi's output, and that output.
+
+    The line is the host's word: bounded, and only a valid hostname is taken
+    (anything else stays for osqueryi's parser, which skips what precedes its
+    JSON the way it skips the ``--connect`` banner).
+    """
+    end = stdout.find(b"\n", 0, HOSTNAME_LINE_LIMIT)
+    name = machine_hostname(stdout[:end].decode("ascii", "replace")) if end > 0 else None
+    return (name, stdout[end + 1 :]) if name else (None, stdout)
 
 
 @dataclass
@@ -45,7 +68,7 @@ class SshTransport:
     def ask(self, question: Question, scope: Scope) -> Collected:
         candidates = scope.hosts if scope.hosts is not None else self.compute_hosts()
         hosts = [h for h in candidates if scope.selector.matches(h.labels)]
-        command = osqueryi_command(self.socket)
+        command = ask_command(self.socket)
         payload = question.argv.encode("utf-8")
         progress = Progress(self.env, len(hosts))
         clock = self.env.clock
@@ -88,6 +111,11 @@ def ssh_reply(outcome: Outcome[CommandResult]) -> NodeReply:
         return NodeReply(name, name, status, error=message)
     result = outcome.value
     assert result is not None
+    hostname, stdout = split_hostname(result.stdout)
     return osqueryi_reply(
-        name, name, exit_code=result.exit_code, stdout=result.stdout, stderr=result.stderr
+        name,
+        hostname or name,
+        exit_code=result.exit_code,
+        stdout=stdout,
+        stderr=result.stderr,
     )

@@ -21,31 +21,47 @@ the indicators, asks through the engine and prints.
 Size: at most :data:`MAX_INDICATORS` indicators (an IOC file of at most
 :data:`MAX_IOC_FILE_BYTES`); more is refused with the limit named.
 
+History (:mod:`fleetkit.ask.record`): every hunt is recorded -- its SQL
+batches, and per node its hits as rows -- so ``invoke show RUN`` prints it
+again byte for byte (hits node by node), ``invoke diff`` tells new
+infections from old ones, and ``invoke query --retry-missing RUN`` asks the
+nodes that could not answer the same batches later, marking their hits
+``answeredLate``. ``--no-history`` records nothing.
+
 Exit status: 3 FINDINGS when anything was found (even if some nodes did not
 answer); 1 FAILURE when some node could not answer and nothing was found
-(the fleet is not proven clean); 0 clean. Cluster nodes that are not in the
-inventory are left out and named.
+(the fleet is not proven clean), when fewer nodes answered than
+``--min-coverage``, or when the run could not be recorded whole; 0 clean.
+Cluster nodes that are not in the inventory are left out and named.
 """
 
 from __future__ import annotations
 
+from fleetkit.ask.coverage import Tally, check_min_coverage, coverage_of
 from fleetkit.ask.engine import Asker, Engine
-from fleetkit.ask.hunts import (
-    HIT_COLUMNS,
-    build_batches,
-    exit_status_for_hunt,
-    hunt_fleet,
-    plan_targets,
-)
+from fleetkit.ask.hunts import build_batches, exit_status_for_hunt, hunt_fleet, plan_targets
+from fleetkit.ask.record import Recording
+from fleetkit.ask.rows import dump_row
 from fleetkit.ask.scope import parse_scope
-from fleetkit.foundation.iocfile import (
-    gather_indicators,
-    validate_path,
-)
-from fleetkit.foundation.output import CLOSED_EARLY, check_format, deliver, render_records
+from fleetkit.ask.views import NodeRows, hunt_rows, render_hunt
+from fleetkit.foundation.iocfile import Indicator, gather_indicators, validate_path
+from fleetkit.foundation.output import CLOSED_EARLY, check_format, deliver
 from fleetkit.foundation.status import ExitStatus
 from fleetkit.foundation.terminal import terminal_safe
+from fleetkit.history import Question as HistoryQuestion
 from fleetkit.runtime import Runtime
+
+#: ``Indicator``, ``build_batches`` and ``plan_targets`` stay importable from here (bench_sqlguard).
+__all__ = [
+    "DEFAULT_HASH_SCOPE",
+    "SCOPE_ENV",
+    "Indicator",
+    "build_batches",
+    "hash_scope",
+    "plan_targets",
+    "run",
+]
+
 
 SCOPE_ENV = "FLEETKIT_HUNT_SCOPE"
 #: Where a hash-only hunt looks (osquery cannot hash "everything"): web roots,
@@ -93,8 +109,11 @@ def run(
     via: str,
     output_format: str,
     ask: Asker | None = None,
+    no_history: bool = False,
+    min_coverage: str | float | None = None,
 ) -> ExitStatus:
     output_format = check_format(output_format)
+    minimum = check_min_coverage(min_coverage)
     indicators = gather_indicators(path, sha256, ioc_file, rt.env.cwd)
     hash_globs = hash_scope(dict(rt.env.environ), rt.settings.hunt_scope)
     batches = build_batches(plan_targets(indicators, hash_globs))
@@ -108,19 +127,34 @@ def run(
             )
         )
     rt.env.say(f"hunting {len(indicators)} indicator(s) in {len(batches)} fleet query(ies)")
-    result = hunt_fleet(questions, ask or engine.ask, scope)
-    data = render_records(result.hits, HIT_COLUMNS, output_format)
-    if deliver(rt.env, lambda sink: sink.write(data), None):
-        rt.env.say(f"hunt: {CLOSED_EARLY}")
-    for node_id, problem in result.problems.items():
-        rt.env.say(terminal_safe(f"{node_id}: could not answer: {problem}"))
-    for node_id, reason in result.excluded.items():
-        rt.env.say(terminal_safe(f"{node_id}: excluded: {reason}"))
-    if result.hits:
-        infected = result.infected_hosts
-        rt.env.say(terminal_safe(f"FOUND on {len(infected)} host(s): {', '.join(infected)}"))
-    elif result.problems or not result.answered:
-        rt.env.say("nothing found on the nodes that answered; the fleet is NOT proven clean")
-    else:
-        rt.env.say(f"clean: nothing found on {len(result.answered)} node(s)")
-    return exit_status_for_hunt(result)
+    with Recording.open(rt, enabled=not no_history) as recording:
+        recording.begin(
+            kind="hunt",
+            question=HistoryQuestion("\nUNION\n".join(batches)),
+            scope=scope,
+            asked={"batches": batches},
+        )
+        tally = Tally()
+        result = hunt_fleet(questions, tally.wrap(ask or engine.ask), scope)
+        hits = hunt_rows(result.hits)
+        states = tally.record(recording, {n: [dump_row(r) for r in rs] for n, rs in hits.items()})
+        nodes = [
+            NodeRows(node_id, seen.hostname, hits.get(node_id, []), seen.unknown)
+            for node_id, seen in sorted(tally.nodes.items())
+        ]
+        data = render_hunt(nodes, recording.redacted, output_format)
+        if deliver(rt.env, lambda sink: sink.write(data), None):
+            rt.env.say(f"hunt: {CLOSED_EARLY}")
+        recording.finish(job_id=tally.job_id)
+        for node_id, problem in result.problems.items():
+            rt.env.say(terminal_safe(f"{node_id}: could not answer: {problem}"))
+        for node_id, reason in result.excluded.items():
+            rt.env.say(terminal_safe(f"{node_id}: excluded: {reason}"))
+        if result.hits:
+            infected = result.infected_hosts
+            rt.env.say(terminal_safe(f"FOUND on {len(infected)} host(s): {', '.join(infected)}"))
+        elif result.problems or not result.answered:
+            rt.env.say("nothing found on the nodes that answered; the fleet is NOT proven clean")
+        else:
+            rt.env.say(f"clean: nothing found on {len(result.answered)} node(s)")
+        return recording.conclude(coverage_of(states), minimum, exit_status_for_hunt(result))

@@ -13,24 +13,24 @@ missed:
   REJECTED gets no work: it is listed, but it is not dangerous.
 
 Exit status (decided here, documented in the README): 1 when either set is
-non-empty, and also when an inventory host is DISCONNECTED, PENDING or
-REJECTED, because a fleet query would miss it just the same; 0 means "the
-cluster is exactly the inventory's compute fleet and every node can take a
-query". ``--approve`` approves PENDING nodes that are in the inventory and
-never one that is not.
+non-empty, when an identity is in conflict (two nodes claim one inventory
+host, or one node resolves to two), and also when an inventory host is
+DISCONNECTED, PENDING or REJECTED, because a fleet query would miss it just
+the same; 0 means "the cluster is exactly the inventory's compute fleet and
+every node can take a query". ``--approve`` approves PENDING nodes that are
+in the inventory and never one that is not, nor one in conflict.
 
-Matching rule: :func:`fleetkit.hostfacts.identity.find_node` (a node ID is
-the host's hostname; an FQDN node ID also matches its short name).
-
-Node IDs, labels, versions and states are chosen by the nodes (and relayed by
-an orchestrator that may be compromised): the table and every line for a
-person show them escaped and cut; ``--json`` keeps them exact.
+Matching: :func:`fleetkit.hostfacts.identity.map_fleet` (``fleetkit-host``
+label, else node ID), as for ``verify`` and ``query``; a node that joined
+under another name is listed under its inventory name, with a note. Node IDs,
+labels and states are the nodes' words: escaped and cut for a person, exact
+in ``--json``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -41,8 +41,11 @@ from fleetkit.foundation.output import emit_report
 from fleetkit.foundation.status import ExitStatus
 from fleetkit.foundation.table import cell, make_table
 from fleetkit.foundation.terminal import terminal_safe
-from fleetkit.hostfacts.identity import find_node
+from fleetkit.hostfacts.identity import Conflict, FleetMap, map_fleet
 from fleetkit.runtime import Runtime
+
+#: Characters of one line quoting node IDs (a node chooses its own, of any length).
+LINE_LIMIT = 500
 
 
 class Standing(StrEnum):
@@ -52,6 +55,8 @@ class Standing(StrEnum):
     REJECTED = "rejected"
     #: In the inventory, unknown to the orchestrator.
     MISSING = "not in cluster"
+    #: Several nodes claim the inventory host (or its node resolves to several hosts).
+    CONFLICT = "identity conflict"
 
 
 def standing_of(node: NodeState | None) -> Standing:
@@ -79,10 +84,21 @@ class NodeRow:
     since: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     version: str | None = None
+    #: The machine's own hostname, when the node reports it (fleetkit's label).
+    hostname: str | None = None
+    #: How the node was matched to the inventory host (``label``, ``node ID``).
+    claim: str | None = None
+    #: The node is part of an identity conflict (never a match, never approved).
+    conflict: bool = False
 
     @property
     def rogue(self) -> bool:
-        return not self.in_inventory and self.standing is not Standing.REJECTED
+        return not (self.in_inventory or self.conflict) and self.standing is not Standing.REJECTED
+
+    @property
+    def joined_as_other(self) -> bool:
+        """An inventory host whose node joined under another name (its persisted one)."""
+        return self.in_inventory and self.node_id is not None and self.node_id != self.name
 
     @property
     def ready(self) -> bool:
@@ -99,7 +115,10 @@ class NodeRow:
             "since": self.since,
             "labels": dict(self.labels),
             "version": self.version,
+            "hostname": self.hostname,
+            "matched_by": self.claim,
             "rogue": self.rogue,
+            "conflict": self.conflict,
         }
 
 
@@ -109,6 +128,7 @@ class Reconciliation:
     orchestrator_url: str = ""
     #: What ``--approve`` did: node ID -> "approved" or why not.
     approvals: tuple[tuple[str, str], ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
 
     @property
     def missing(self) -> list[str]:
@@ -124,12 +144,9 @@ class Reconciliation:
         return [
             r
             for r in self.rows
-            if r.in_inventory and r.standing not in (Standing.CONNECTED, Standing.MISSING)
+            if r.in_inventory
+            and r.standing not in (Standing.CONNECTED, Standing.MISSING, Standing.CONFLICT)
         ]
-
-    @property
-    def pending_known(self) -> list[NodeRow]:
-        return [r for r in self.rows if r.in_inventory and r.standing is Standing.PENDING]
 
     def row(self, name: str) -> NodeRow | None:
         return next((r for r in self.rows if r.name == name or r.node_id == name), None)
@@ -137,8 +154,12 @@ class Reconciliation:
     @property
     def exit_status(self) -> ExitStatus:
         refused = any(result != "approved" for _, result in self.approvals)
-        bad = bool(self.missing or self.rogue or self.not_ready) or refused
+        bad = bool(self.missing or self.rogue or self.not_ready or self.conflicts) or refused
         return ExitStatus.FAILURE if bad else ExitStatus.SUCCESS
+
+    @property
+    def joined_as_other(self) -> list[NodeRow]:
+        return [r for r in self.rows if r.joined_as_other]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,11 +169,13 @@ class Reconciliation:
             "missing": self.missing,
             "rogue": self.rogue,
             "not_ready": [r.name for r in self.not_ready],
+            "conflicts": [c.to_json() for c in self.conflicts],
             "approvals": dict(self.approvals),
         }
 
 
-def _row(name: str, node: NodeState | None, *, in_inventory: bool) -> NodeRow:
+def _row(name: str, node: NodeState | None, *, in_inventory: bool, **extra: Any) -> NodeRow:
+    """``extra``: the row's identity fields (``hostname``, ``claim``, ``conflict``)."""
     standing = standing_of(node)
     if node is None:
         return NodeRow(name, None, in_inventory, standing)
@@ -167,30 +190,47 @@ def _row(name: str, node: NodeState | None, *, in_inventory: bool) -> NodeRow:
         since=since,
         labels=tuple(sorted(node.labels.items())),
         version=node.version,
+        **extra,
     )
 
 
 def reconcile(
     inventory_hosts: Sequence[Host], nodes: Sequence[NodeState], *, orchestrator_url: str = ""
 ) -> Reconciliation:
-    """Join inventory compute hosts with the orchestrator's compute nodes (pure)."""
-    compute = [h for h in inventory_hosts if h.is_compute]
+    """Join inventory compute hosts with the orchestrator's compute nodes (pure).
+
+    Any inventory host (the control plane included) is known: a compute node
+    that is the control plane running compute is listed, not a rogue.
+    """
+    fleet = map_fleet(inventory_hosts, nodes)
     rows: list[NodeRow] = []
-    claimed: set[str] = set()
-    for host in compute:
-        node = find_node(nodes, host.name)
-        if node is not None:
-            claimed.add(node.node_id)
-        rows.append(_row(host.name, node, in_inventory=True))
-    # Any inventory host (the control plane included) is known; a compute node
-    # named like the control plane is that host running compute, not a rogue.
-    others = [h.name for h in inventory_hosts if not h.is_compute]
-    for node in nodes:
-        if node.node_id in claimed or not node.is_compute:
+    for host in inventory_hosts:
+        if not host.is_compute:
             continue
-        known = find_node([node], *others) is not None
-        rows.append(_row(node.node_id, node, in_inventory=known))
-    return Reconciliation(tuple(rows), orchestrator_url)
+        member = fleet.member(host.name)
+        if member is not None:
+            identity = {"hostname": member.hostname, "claim": member.claim.value}
+            rows.append(_row(host.name, member.node, in_inventory=True, **identity))
+        elif host.name in fleet.conflicted_hosts:
+            rows.append(NodeRow(host.name, None, True, Standing.CONFLICT, conflict=True))
+        else:
+            rows.append(_row(host.name, None, in_inventory=True))
+    rows += _other_rows(fleet, nodes)
+    return Reconciliation(tuple(rows), orchestrator_url, conflicts=fleet.conflicts)
+
+
+def _other_rows(fleet: FleetMap, nodes: Sequence[NodeState]) -> list[NodeRow]:
+    """Compute nodes that are not an inventory compute host's match, by node ID."""
+    rows: list[NodeRow] = []
+    for member in fleet.members:
+        if not member.host.is_compute:
+            rows.append(_row(member.node_id, member.node, in_inventory=True))
+    conflicted = set(fleet.conflicted_nodes)
+    for node in sorted(nodes, key=lambda n: n.node_id):
+        if node.is_compute and node.node_id in conflicted:
+            rows.append(_row(node.node_id, node, in_inventory=False, conflict=True))
+    rows += [_row(node.node_id, node, in_inventory=False) for node in fleet.strangers]
+    return rows
 
 
 def approve_pending(client: BacalhauClient, view: Reconciliation) -> list[tuple[str, str]]:
@@ -198,6 +238,9 @@ def approve_pending(client: BacalhauClient, view: Reconciliation) -> list[tuple[
     results: list[tuple[str, str]] = []
     for row in view.rows:
         if row.standing is not Standing.PENDING or row.node_id is None:
+            continue
+        if row.conflict:
+            results.append((row.node_id, "not approved: identity conflict (see below)"))
             continue
         if not row.in_inventory:
             results.append((row.node_id, "not approved: not in the inventory"))
@@ -242,14 +285,25 @@ def _state(row: NodeRow, now: datetime) -> str:
 def render_table(view: Reconciliation, now: datetime | None = None) -> str:
     """The joined view for a terminal: every value the orchestrator sent is escaped and cut."""
     now = now or datetime.now(UTC)
-    headers = ("NODE", "INVENTORY", "STATE", "MEMBERSHIP", "VERSION", "LABELS")
+    headers = (
+        "NODE",
+        "INVENTORY",
+        "STATE",
+        "MEMBERSHIP",
+        "VERSION",
+        "NODE ID",
+        "HOSTNAME",
+        "LABELS",
+    )
     rows = [
         (
             r.name,
-            "yes" if r.in_inventory else "NO",
+            "yes" if r.in_inventory else "CONFLICT" if r.conflict else "NO",
             _state(r, now),
             r.membership or "-",
             r.version or "-",
+            r.node_id or "-",
+            r.hostname or "-",
             ",".join(f"{k}={v}" for k, v in r.labels) or "-",
         )
         for r in view.rows
@@ -268,6 +322,9 @@ def _names(names: Sequence[str]) -> str:
 
 def _dangers(view: Reconciliation) -> list[str]:
     lines: list[str] = []
+    for conflict in view.conflicts:
+        lines.append(f"CONFLICT: {cell(conflict.describe(), max_width=LINE_LIMIT)}")
+        lines.append(f"  fix: {conflict.fix()}")
     if view.rogue:
         lines.append(
             "ROGUE: in the cluster but not in the inventory (they receive query jobs): "
@@ -292,6 +349,12 @@ def _dangers(view: Reconciliation) -> list[str]:
         lines.append(
             f"nodes: the cluster matches the inventory ({_count(view)}, all connected and approved)"
         )
+    for row in view.joined_as_other:
+        lines.append(
+            f"note: {row.name} joined the cluster as {cell(row.node_id)} (a name persisted "
+            f"before fleetkit named it), recognised by its {row.claim}; to rename it, see: "
+            f"invoke verify --hosts {row.name}"
+        )
     return lines
 
 
@@ -309,6 +372,7 @@ def summary_line(view: Reconciliation) -> str:
             ("ROGUE", view.rogue),
             ("MISSING", view.missing),
             ("NOT READY", [r.name for r in view.not_ready]),
+            ("CONFLICT", [h for c in view.conflicts for h in c.hosts]),
         )
         if names
     ]
@@ -325,7 +389,7 @@ def run(rt: Runtime, *, as_json: bool, approve: bool) -> ExitStatus:
         approvals = approve_pending(client, view)
         if any(result == "approved" for _, result in approvals):
             view = reconcile(hosts, client.nodes(), orchestrator_url=client.display_url)
-        view = Reconciliation(view.rows, view.orchestrator_url, tuple(approvals))
+        view = replace(view, approvals=tuple(approvals))
     emit_report(
         rt.env,
         as_json=as_json,

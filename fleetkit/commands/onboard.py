@@ -50,7 +50,7 @@ from fleetkit.foundation.atomic import atomic_write
 from fleetkit.foundation.inventory import COMPUTE, ONBOARDED_DIR, Host, load_inventory
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from fleetkit.foundation.table import cell
-from fleetkit.hostfacts.identity import find_node
+from fleetkit.hostfacts.identity import RESERVED_LABELS, map_fleet
 from fleetkit.hostfacts.provisioning import apply
 from fleetkit.hostfacts.recap import format_recap
 from fleetkit.readiness.engine import verify
@@ -111,6 +111,10 @@ def parse_labels(text: str) -> dict[str, str]:
             raise UsageError(f"expected key=value, got {part!r}", key="--labels")
         if key.strip() in labels:
             raise UsageError(f"label {key.strip()!r} given twice", key="--labels")
+        if key.strip() in RESERVED_LABELS:
+            raise UsageError(
+                f"label {key.strip()!r} is set by fleetkit (node identity)", key="--labels"
+            )
         labels[key.strip()] = value.strip()
     return labels
 
@@ -285,11 +289,14 @@ def wait_for_node(rt: Runtime, host: Host) -> str:
     state = "not listed yet"
     while True:
         try:
-            node = find_node(client.nodes(), host.name)
+            member = map_fleet(rt.inventory.hosts, client.nodes()).member(host.name)
         except OrchestratorError as exc:
             return f"orchestrator not answering: {exc}"
-        if node is not None:
+        if member is not None:
+            node = member.node
             state = f"{cell(node.connection or '?')}, {cell(node.membership or '?')}"
+            if member.joined_as_other:
+                state += f" (node ID {cell(node.node_id)})"
             if node.is_connected:
                 return state
         if rt.env.clock() >= deadline:

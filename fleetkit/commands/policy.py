@@ -1,95 +1,59 @@
 """``invoke policy``: compliance packs, one verdict per host per policy.
 
-A pack is YAML (``packs/*.yaml``, user-writable): each policy has a ``query``
-whose ``meaning`` says how to read it (``pass_if_rows``: the host complies when
-rows come back; ``fail_if_rows``: rows are violations), a ``details`` query
-listing the offending rows, an optional ``unknown_if_rows`` query, a
-``resolution`` and a ``severity``. Verdicts (PASS / FAIL / UNKNOWN / ERROR)
-are decided in :mod:`fleetkit.ask.verdicts`; this module loads the packs,
-asks through the engine and prints.
+A pack is YAML (``packs/*.yaml``, user-writable; the model and loader are
+:mod:`fleetkit.ask.packs`): each policy has a ``query`` whose ``meaning`` says
+how to read it (``pass_if_rows``: the host complies when rows come back;
+``fail_if_rows``: rows are violations), a ``details`` query listing the
+offending rows, an optional ``unknown_if_rows`` query, a ``resolution`` and a
+``severity``. Verdicts (PASS / FAIL / UNKNOWN / ERROR) are decided in
+:mod:`fleetkit.ask.verdicts`; this module loads the packs, asks through the
+engine, records and prints (:mod:`fleetkit.ask.views`).
+
+History (:mod:`fleetkit.ask.record`): every run is recorded -- each host's
+verdicts as its rows, and the verdicts themselves -- so each verdict is
+printed with its state over runs (:mod:`fleetkit.history.policy`): the
+``transition`` (``newly_failing``, ``still_failing``, ``fixed``,
+``still_passing``, ``undecided``), ``first_failed_at`` (start of the run that
+began the current failing streak), ``last_passed_at``, and with ``--grace
+DAYS`` whether the failure is ``overdue`` (older than DAYS at the run's
+start). ``invoke show RUN`` prints the run again, byte for byte.
+``--no-history`` records nothing (the state fields are then null).
 
 Exit status (documented precedence, highest first): 3 FINDINGS when any policy
 FAILED on any host (even when other hosts errored: the violation is proven);
-1 FAILURE when some host ERRORed and nothing failed (compliance is unproven);
-0 otherwise. UNKNOWN alone exits 0 with a warning naming each undecided host:
-exit 3 means a proven violation, and a fleet of compliant Ed25519 keys would
-otherwise never exit 0; scripts that must treat UNKNOWN as non-compliant read
-the ``status`` field of ``--format json``. Cluster nodes that are not in the
-inventory get no verdict: they are named on stderr.
+1 FAILURE when some host ERRORed and nothing failed (compliance is unproven),
+when fewer hosts answered than ``--min-coverage``, or when the run could not
+be recorded whole; 0 otherwise. UNKNOWN alone exits 0 with a warning naming
+each undecided host: exit 3 means a proven violation, and a fleet of
+compliant Ed25519 keys would otherwise never exit 0; scripts that must treat
+UNKNOWN as non-compliant read the ``status`` field of ``--format json``.
+Cluster nodes that are not in the inventory get no verdict: they are named on
+stderr.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fleetkit.ask.answer import FleetAnswer
+from fleetkit.ask.coverage import Tally, check_min_coverage, coverage_of, optional_number
 from fleetkit.ask.engine import Asker, Engine
-from fleetkit.ask.packs import default_pack_files, load_packs
+from fleetkit.ask.packs import Policy, default_pack_files, load_packs
+from fleetkit.ask.record import Recording
+from fleetkit.ask.rows import dump_row
 from fleetkit.ask.scope import Question, Scope, parse_scope
-from fleetkit.ask.verdicts import (
-    HostVerdict,
-    Verdict,
-    evaluate_policy,
-    exit_status_for_verdicts,
-)
-from fleetkit.foundation.output import CLOSED_EARLY, check_format, deliver, render_records
-from fleetkit.foundation.status import ExitStatus
-from fleetkit.foundation.table import make_table
+from fleetkit.ask.verdicts import HostVerdict, Verdict, evaluate_policy, exit_status_for_verdicts
+from fleetkit.ask.views import NodeRows, policy_records, render_policy, verdict_rows
+from fleetkit.foundation.output import CLOSED_EARLY, check_format, deliver
+from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from fleetkit.foundation.terminal import terminal_safe
+from fleetkit.history import PolicyVerdict
+from fleetkit.history import Question as HistoryQuestion
 from fleetkit.runtime import Runtime
 
 # --------------------------------------------------------------------------- output
-
-#: Columns of the csv and ndjson records (one per host per policy).
-RECORD_COLUMNS = (
-    "pack",
-    "policy",
-    "severity",
-    "nodeID",
-    "hostname",
-    "status",
-    "details",
-    "error",
-    "resolution",
-)
-
-
-def render_verdicts(verdicts: Sequence[HostVerdict], output_format: str) -> bytes:
-    """Machine formats for scripts; ``table`` is for people (one line per host per policy)."""
-    if output_format == "table":
-        return render_table(verdicts).encode("utf-8", "backslashreplace")
-    records = [v.record() for v in verdicts]
-    if output_format == "csv":  # one cell per field: nested details as JSON text
-        for record in records:
-            record["details"] = json.dumps(record["details"], ensure_ascii=False)
-            record["error"] = record["error"] or ""
-    return render_records(records, RECORD_COLUMNS, output_format)
-
-
-def render_table(verdicts: Sequence[HostVerdict]) -> str:
-    """The one renderer's table; FAIL/UNKNOWN rows are followed by their detail rows, indented."""
-    header = ("POLICY", "SEVERITY", "HOST", "STATUS", "DETAILS")
-    rows = []
-    for verdict in verdicts:
-        host = verdict.host
-        if verdict.node_id and verdict.hostname and verdict.node_id != verdict.hostname:
-            host = f"{verdict.hostname} ({verdict.node_id})"
-        summary = verdict.error or (f"{len(verdict.details)} row(s)" if verdict.details else "")
-        rows.append(
-            (verdict.policy.key, verdict.policy.severity, host, verdict.verdict.value, summary)
-        )
-    lines = make_table(header, rows, max_width=None).lines()
-    text = [lines[0]]
-    for verdict, line in zip(verdicts, lines[1:], strict=True):
-        text.append(line)
-        text.extend(
-            "    " + ", ".join(f"{terminal_safe(k)}={terminal_safe(v)}" for k, v in row.items())
-            for row in verdict.details
-        )
-    return "\n".join(text) + "\n"
 
 
 def summarize(verdicts: Sequence[HostVerdict], say: Callable[[str], None]) -> None:
@@ -153,6 +117,16 @@ class Strangers:
         return answer
 
 
+def check_grace(value: str | float | None) -> float | None:
+    """``--grace DAYS``: a positive number of days (bad input: exit 2, nothing asked)."""
+    days = optional_number(
+        value, key="--grace", low=0, high=36500, expected="a number of days from 0 to 36500"
+    )
+    if days == 0:
+        raise UsageError("must be a positive number of days, got 0", key="--grace")
+    return days
+
+
 def run(
     rt: Runtime,
     *,
@@ -162,30 +136,69 @@ def run(
     via: str,
     output_format: str,
     ask: Asker | None = None,
+    grace: str | float | None = None,
+    no_history: bool = False,
+    min_coverage: str | float | None = None,
 ) -> ExitStatus:
     output_format = check_format(output_format)
+    minimum = check_min_coverage(min_coverage)
+    grace_days = check_grace(grace)
     settings = rt.settings
     scope = parse_scope(rt, select=select, hosts=hosts, via=via)  # bad input: exit 2 first
     files = [Path(rt.env.cwd, p) for p in packs] if packs else default_pack_files(settings.base_dir)
-    loaded = load_packs(files, settings.osquery.disabled_tables)
-    strangers = Strangers(ask or Engine(rt).ask, {})
-    inventory = {h.name: h for h in rt.inventory.compute}
-    verdicts: list[HostVerdict] = []
+    loaded = [pack for pack in load_packs(files, settings.osquery.disabled_tables) if pack.policies]
     policies = [policy for pack in loaded for policy in pack.policies]
+    if not policies:
+        raise ConfigError("no policies in the packs given (only hunt or inventory packs)")
+    with Recording.open(rt, enabled=not no_history) as recording:
+        recording.begin(
+            kind="policy",
+            question=HistoryQuestion(
+                "\n".join(f"-- {p.key}\n{p.query}" for p in policies),
+                pack=",".join(pack.name for pack in loaded),
+            ),
+            scope=scope,
+            asked={
+                "packs": [{"file": p.source, "fingerprint": p.fingerprint} for p in loaded],
+                "policies": [policy.key for policy in policies],
+                "grace": grace_days,
+            },
+        )
+        tally = Tally()
+        verdicts = evaluate(rt, policies, Strangers(tally.wrap(ask or Engine(rt).ask), {}), scope)
+        rows = verdict_rows(verdicts)
+        states = tally.record(recording, {n: [dump_row(r) for r in rs] for n, rs in rows.items()})
+        recording.add_verdicts(
+            PolicyVerdict(v.node_id, v.hostname, v.policy.key, v.verdict.value) for v in verdicts
+        )
+        nodes = [
+            NodeRows(node_id, seen.hostname, rows.get(node_id, []), seen.unknown)
+            for node_id, seen in sorted(tally.nodes.items())
+        ]
+        history_states = recording.policy_states(grace_days)
+        data = render_policy(
+            policy_records(nodes, [p.key for p in policies], history_states), output_format
+        )
+        if deliver(rt.env, lambda sink: sink.write(data), None):
+            rt.env.say(f"policy: {CLOSED_EARLY}")
+        recording.finish(job_id=tally.job_id)
+        summarize(verdicts, rt.env.say)
+        status = exit_status_for_verdicts(verdicts)
+        rt.env.say(terminal_safe(closing_line(verdicts, status)))
+        return recording.conclude(coverage_of(states), minimum, status)
+
+
+def evaluate(
+    rt: Runtime, policies: Sequence[Policy], strangers: Strangers, scope: Scope
+) -> list[HostVerdict]:
+    """Every policy on the scope, in order; excluded strangers are named once at the end."""
+    inventory = {h.name: h for h in rt.inventory.compute}
+    denied = rt.settings.osquery.disabled_tables
+    verdicts: list[HostVerdict] = []
     for index, policy in enumerate(policies, 1):
         rt.env.progress(f"policy {index}/{len(policies)}: {policy.key}")
-        verdicts.extend(
-            evaluate_policy(
-                policy, strangers, scope, inventory, denied_tables=settings.osquery.disabled_tables
-            )
-        )
+        verdicts.extend(evaluate_policy(policy, strangers, scope, inventory, denied_tables=denied))
     rt.env.end_progress()
-    data = render_verdicts(verdicts, output_format)
-    if deliver(rt.env, lambda sink: sink.write(data), None):
-        rt.env.say(f"policy: {CLOSED_EARLY}")
-    summarize(verdicts, rt.env.say)
     for node_id, reason in strangers.seen.items():
         rt.env.say(terminal_safe(f"{node_id}: excluded, no verdict: {reason}"))
-    status = exit_status_for_verdicts(verdicts)
-    rt.env.say(terminal_safe(closing_line(verdicts, status)))
-    return status
+    return verdicts

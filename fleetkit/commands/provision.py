@@ -22,6 +22,11 @@ def run(rt: Runtime, *, hosts: str, check: bool) -> ExitStatus:
     """The CLI: provision the selected hosts, print the recap (and the plan in check mode)."""
     rt.load()
     targets = rt.inventory.select(parse_hosts_option(hosts))
+    if rt.settings.watch.enabled and any(h.is_control_plane for h in targets):
+        from fleetkit.watch.packset import load_watched
+
+        # the watch's packs, read as the watch will: a broken one is exit 2 before any host
+        load_watched(rt.settings, cwd=rt.settings.base_dir)
     report = apply(rt, targets, check=check)
     if check:
         rt.env.stdout.write(format_plan(report))

@@ -28,7 +28,18 @@ from pathlib import Path
 
 from fleetkit.history.errors import HistoryError, NoHistoryError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: What each schema version added, applied in order to an older file (one transaction).
+_MIGRATIONS = {
+    2: (
+        # What the asker asked in its own words (query SQL, hunt batches, policy packs),
+        # so --retry-missing can ask it again; the redacted columns show re-tags with.
+        "ALTER TABLE runs ADD COLUMN asked TEXT",
+        "ALTER TABLE runs ADD COLUMN redacted TEXT",
+        # A node outside the inventory whose answer was merged on request.
+        "ALTER TABLE nodes ADD COLUMN unknown INTEGER NOT NULL DEFAULT 0",
+    ),
+}
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,6 +58,8 @@ CREATE TABLE runs (
     status TEXT NOT NULL,
     note TEXT,
     recorder TEXT,
+    asked TEXT,
+    redacted TEXT,
     n_rows INTEGER NOT NULL DEFAULT 0,
     n_empty INTEGER NOT NULL DEFAULT 0,
     n_failed INTEGER NOT NULL DEFAULT 0,
@@ -73,6 +86,7 @@ CREATE TABLE nodes (
     digest BLOB,
     codec TEXT,
     data BLOB,
+    unknown INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, node_id)
 );
 CREATE INDEX nodes_order ON nodes (run_id, seq);
@@ -181,6 +195,8 @@ def _prepare(database: Database, *, writable: bool) -> None:
     connection = database.connection
     connection.execute("PRAGMA foreign_keys = ON")
     if not writable:
+        if _schema_version(database, connection) < SCHEMA_VERSION:
+            _upgrade(database)
         _check_schema(database, connection)
         return
     fresh = connection.execute("PRAGMA page_count").fetchone()[0] == 0
@@ -206,18 +222,42 @@ def _prepare(database: Database, *, writable: bool) -> None:
             connection.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )
+        _migrate(connection, _schema_version(database, connection))
         _check_schema(database, connection)
 
 
-def _check_schema(database: Database, connection: sqlite3.Connection) -> None:
+def _upgrade(database: Database) -> None:
+    """An older history opened only to read: upgraded in place when the file allows it."""
+    if not os.access(database.path, os.W_OK):
+        raise HistoryError(
+            f"history file {database.path} was written by an earlier fleetkit; run a recording "
+            "command (query, policy, hunt) once to upgrade it"
+        )
+    with database.write() as connection:
+        _migrate(connection, _schema_version(database, connection))
+
+
+def _migrate(connection: sqlite3.Connection, version: int) -> None:
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in _MIGRATIONS[target]:
+            connection.execute(statement)
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(target),))
+
+
+def _schema_version(database: Database, connection: sqlite3.Connection) -> int:
     if not _has_table(connection, "meta"):
         raise HistoryError(f"history file {database.path} is not a fleetkit history")
     row = connection.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     if row is None or not str(row[0]).isdigit():
         raise HistoryError(f"history file {database.path} has no fleetkit schema version")
-    if int(row[0]) > SCHEMA_VERSION:
+    return int(row[0])
+
+
+def _check_schema(database: Database, connection: sqlite3.Connection) -> None:
+    version = _schema_version(database, connection)
+    if version != SCHEMA_VERSION:
         raise HistoryError(
-            f"history file {database.path} was written by a newer fleetkit (schema {row[0]}, "
+            f"history file {database.path} was written by a newer fleetkit (schema {version}, "
             f"this one reads {SCHEMA_VERSION})"
         )
     # The run index is small: check it whole now, so a damaged history is refused before

@@ -22,6 +22,8 @@ class RunKind(StrEnum):
     QUERY = "query"
     POLICY = "policy"
     HUNT = "hunt"
+    #: A scheduled inventory pack's run (rows recorded, never judged).
+    INVENTORY = "inventory"
     VERIFY = "verify"
     WATCH = "watch"
 
@@ -136,6 +138,11 @@ class RunSummary:
     late_nodes: int = 0
     #: Why a run is incomplete.
     note: str | None = None
+    #: What the asker asked, in its own words (``begin_run(asked=...)``): what
+    #: ``--retry-missing`` asks again. Empty for runs recorded without it.
+    asked: Mapping[str, Any] = field(default_factory=dict)
+    #: ``query.redact_columns`` in force during the run (``show`` re-tags with them).
+    redacted: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +175,8 @@ class NodeEntry:
     exit_code: int | None = None
     #: Answered on a retry (``--retry-missing``), after the run first ended.
     late: bool = False
+    #: Not an inventory host; its answer was merged on request (``unknownNode``).
+    unknown: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -178,6 +187,7 @@ class NodeEntry:
             "error": self.error,
             "exit_code": self.exit_code,
             "late": self.late,
+            "unknown": self.unknown,
         }
 
 

@@ -28,10 +28,11 @@ from fleetkit.history.rows import Codec, RowBlock
 
 _RUN_COLUMNS = (
     "run_id, kind, question, pack, scope, transport, job_id, started_at, ended_at, status, note,"
-    " recorder, n_rows, n_empty, n_failed, n_timed_out, n_missing, n_excluded, row_count,"
-    " late_nodes"
+    " recorder, asked, redacted, n_rows, n_empty, n_failed, n_timed_out, n_missing, n_excluded,"
+    " row_count, late_nodes"
 )
-_NODE_COLUMNS = "node_id, hostname, state, row_count, error, exit_code, late"
+_NODE_COLUMNS = "node_id, hostname, state, row_count, error, exit_code, late, unknown"
+_NODE_WIDTH = 8
 #: Longest run id prefix search result shown in an "ambiguous" message.
 _SHOWN = 5
 
@@ -139,8 +140,8 @@ class RunReader:
                     raise self.db.error(exc, f"read run {run_id}") from None
                 if row is None:
                     return
-                entry = self._entry(row[:7])
-                yield entry, self._block(entry, row[7], row[8], run_id)
+                entry = self._entry(row[:_NODE_WIDTH])
+                yield entry, self._block(entry, row[_NODE_WIDTH], row[_NODE_WIDTH + 1], run_id)
         finally:
             cursor.close()
 
@@ -151,12 +152,15 @@ class RunReader:
         )
         if not rows:
             return RowBlock(b"", 0)
-        return self._block(self._entry(rows[0][:7]), rows[0][7], rows[0][8], run_id)
+        row = rows[0]
+        return self._block(
+            self._entry(row[:_NODE_WIDTH]), row[_NODE_WIDTH], row[_NODE_WIDTH + 1], run_id
+        )
 
     def digests(self, run_id: str) -> dict[str, tuple[NodeEntry, bytes | None]]:
         """node_id -> (entry, digest of its rows) for a diff, without reading rows."""
         return {
-            row[0]: (self._entry(row[:7]), row[7])
+            row[0]: (self._entry(row[:_NODE_WIDTH]), row[_NODE_WIDTH])
             for row in self._query(
                 f"SELECT {_NODE_COLUMNS}, digest FROM nodes WHERE run_id = ? ORDER BY seq",
                 [run_id],
@@ -228,14 +232,13 @@ class RunReader:
 
     def _summary_of(self, row: Any) -> RunSummary:
         (run_id, kind, question, pack, scope, transport, job_id, started, ended, status, note,
-         recorder, *counts) = row  # fmt: skip
+         recorder, asked, redacted, *counts) = row  # fmt: skip
         state = RunStatus(status)
         if state is RunStatus.RECORDING and not self._recorder_alive(recorder):
             state, note = RunStatus.INCOMPLETE, "the recording process ended before the run did"
-        try:
-            scope_value = json.loads(scope)
-        except ValueError:
-            scope_value = {}
+        scope_value = _json_or(scope, {})
+        asked_value = _json_or(asked, {})
+        redacted_value = _json_or(redacted, [])
         return RunSummary(
             run_id=run_id,
             kind=kind,
@@ -250,6 +253,10 @@ class RunReader:
             row_count=counts[6],
             late_nodes=counts[7],
             note=note,
+            asked=asked_value if isinstance(asked_value, dict) else {},
+            redacted=tuple(str(c) for c in redacted_value if isinstance(c, str))
+            if isinstance(redacted_value, list)
+            else (),
         )
 
     def _recorder_alive(self, recorder: str | None) -> bool:
@@ -266,8 +273,15 @@ class RunReader:
         return True
 
 
+def _json_or(text: str | None, default: Any) -> Any:
+    try:
+        return json.loads(text) if text else default
+    except ValueError:
+        return default
+
+
 def _entry_of(row: Any) -> NodeEntry:
-    node_id, hostname, state, row_count, error, exit_code, late = row
+    node_id, hostname, state, row_count, error, exit_code, late, unknown = row
     return NodeEntry(
         node_id=node_id,
         hostname=hostname,
@@ -276,4 +290,5 @@ def _entry_of(row: Any) -> NodeEntry:
         error=error,
         exit_code=exit_code,
         late=bool(late),
+        unknown=bool(unknown),
     )

@@ -11,21 +11,21 @@ merged output, then exits 1. Programming errors (an unknown status, rows that
 are not JSON objects) still raise ``ValueError``.
 
 Each node is one short write transaction: its entry (rows compressed as one
-block) and the run's counters. They are written by one background thread
-while the caller merges the next nodes (zstd and SQLite release the GIL), at
-most a few nodes behind, so memory stays bounded; ``finish`` waits for it.
+block, with its digest) and the run's counters. They are written by one
+background thread while the caller merges the next nodes (zstd and SQLite
+release the GIL), at most a few nodes behind, so memory stays bounded;
+``finish`` waits for it.
 
-What the engine hands over, and when: each node *after* the merge wrote it
-(a node whose output turned out unparseable is then FAILED, and is recorded
-so), with its rows already redacted -- ``redact_columns`` is checked again
-here as a second wall (see ``rows.guard_redaction``).
+What the engine hands over, and when: each node's validated rows (see
+:mod:`fleetkit.ask.record`), already redacted -- ``redact_columns`` is checked
+again here as a second wall (see ``rows.guard_redaction``). A run that asks
+several questions (a policy pack, a hunt in batches) may give rows for a node
+that failed one of them: they are kept, and the node counts as failed.
 """
 
 from __future__ import annotations
 
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
@@ -42,6 +42,7 @@ from fleetkit.history.model import (
 )
 from fleetkit.history.policy import PolicyVerdict, checked_verdicts, insert_verdicts
 from fleetkit.history.rows import Codec, RowBlock, guard_redaction, to_block
+from fleetkit.history.writer import Writer, recount_run
 
 #: Longest error text kept per node (it came from a node: bounded).
 ERROR_LIMIT = 4000
@@ -95,8 +96,9 @@ class RunRecorder:
         self._rows = 0
         self._redacted = 0
         self._finished: RecordOutcome | None = None
+        self._job_id: str | None = None
         self._seq = self._next_seq() if resume else 0
-        self._writer = _Writer(self._fail)
+        self._writer = Writer(self._fail)
 
     # ------------------------------------------------------------------ recording
 
@@ -115,14 +117,15 @@ class RunRecorder:
         error: str | None = None,
         exit_code: int | None = None,
         late: bool = False,
+        unknown: bool = False,
     ) -> None:
-        """One node's answer. ``rows`` are ignored unless the node answered."""
+        """One node's answer (``unknown``: not an inventory host, merged on request)."""
         state = parse_state(status)
         if self._finished is not None:
             raise ValueError(f"run {self.run_id} is already finished")
         if self._failure is not None:
             return
-        block = to_block(rows) if state.answered else RowBlock(b"", 0)
+        block = to_block(rows) if state is not NodeState.EXCLUDED else RowBlock(b"", 0)
         if state.answered:
             state = NodeState.ROWS if block.count else NodeState.EMPTY
         block, redacted = guard_redaction(block, self._redact)
@@ -134,8 +137,13 @@ class RunRecorder:
             error=error[:ERROR_LIMIT] if error else None,
             exit_code=exit_code,
             late=(late or self._resume) and state.answered,
+            unknown=unknown,
         )
         self._writer.submit(lambda: self._write_node(entry, block, redacted))
+
+    def flush(self) -> None:
+        """Wait until everything handed over so far is stored (before reading it back)."""
+        self._writer.drain()
 
     def add_verdicts(self, verdicts: Iterable[PolicyVerdict]) -> None:
         """Policy verdicts of this run (``invoke policy``), for first-failed/fixed state."""
@@ -161,7 +169,7 @@ class RunRecorder:
         self._redacted += redacted
         if self._mirror is not None and self._mirror_failure is None:
             try:
-                self._mirror.put_node(self.run_id, entry, block)
+                self._mirror.put_node(self.run_id, entry, RowBlock(block.raw(), block.count))
             except Exception as exc:
                 self._mirror_failure = f"S3 copy: {exc}"
 
@@ -174,15 +182,23 @@ class RunRecorder:
         except (sqlite3.Error, OSError) as exc:
             self._fail(str(self._db.error(exc, "record policy verdicts")))
 
-    def finish(self, *, ended_at: datetime | None = None, note: str | None = None) -> RecordOutcome:
+    def finish(
+        self,
+        *,
+        ended_at: datetime | None = None,
+        note: str | None = None,
+        job_id: str | None = None,
+    ) -> RecordOutcome:
         """End the run (``ended_at`` defaults to the store's clock).
 
-        ``note`` marks the run incomplete with that reason (e.g. interrupted).
+        ``note`` marks the run incomplete with that reason (e.g. interrupted);
+        ``job_id`` is the orchestrator's, known only once the job was submitted.
         Idempotent; never raises for storage problems.
         """
         if self._finished is not None:
             return self._finished
         self._writer.close()
+        self._job_id = job_id
         if self._mirror is not None and self._mirror_failure is None:
             try:
                 # First (with the run as it will be closed): the manifest is the S3 copy's
@@ -224,7 +240,14 @@ class RunRecorder:
 
     # ------------------------------------------------------------------ storage
 
-    def _store(self, entry: NodeEntry, block: RowBlock, packed: bytes, digest: bytes) -> bool:
+    def _store(
+        self,
+        entry: NodeEntry,
+        block: RowBlock,
+        packed: bytes,
+        digest: bytes,
+    ) -> bool:
+        """The node's entry and the run's counters: one transaction."""
         values = (
             entry.hostname,
             entry.state.value,
@@ -236,17 +259,13 @@ class RunRecorder:
             digest if packed else None,
             "zstd" if packed else None,
             packed or None,
+            int(entry.unknown),
         )
         with self._db.write() as connection:
             if self._resume:
                 return self._replace(connection, entry, values)
             try:
-                connection.execute(
-                    "INSERT INTO nodes (run_id, seq, node_id, hostname, state, error, exit_code,"
-                    " late, row_count, raw_size, digest, codec, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self.run_id, self._seq, entry.node_id, *values),
-                )
+                connection.execute(_INSERT_NODE, (self.run_id, self._seq, entry.node_id, *values))
             except sqlite3.IntegrityError:
                 self._warnings.append(f"node {entry.node_id} answered twice; kept the first")
                 return False
@@ -274,16 +293,11 @@ class RunRecorder:
         if found is None:
             seq = self._seq
             self._seq += 1
-            connection.execute(
-                "INSERT INTO nodes (run_id, seq, node_id, hostname, state, error, exit_code,"
-                " late, row_count, raw_size, digest, codec, data)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.run_id, seq, entry.node_id, *values),
-            )
+            connection.execute(_INSERT_NODE, (self.run_id, seq, entry.node_id, *values))
         else:
             connection.execute(
                 "UPDATE nodes SET hostname = ?, state = ?, error = ?, exit_code = ?, late = ?,"
-                " row_count = ?, raw_size = ?, digest = ?, codec = ?, data = ?"
+                " row_count = ?, raw_size = ?, digest = ?, codec = ?, data = ?, unknown = ?"
                 " WHERE run_id = ? AND node_id = ?",
                 (*values, self.run_id, entry.node_id),
             )
@@ -309,8 +323,15 @@ class RunRecorder:
                     return
                 status = RunStatus.COMPLETE if reason is None else RunStatus.INCOMPLETE
                 connection.execute(
-                    "UPDATE runs SET status = ?, note = ?, ended_at = ? WHERE run_id = ?",
-                    (status.value, reason, iso(ended_at or self._clock()), self.run_id),
+                    "UPDATE runs SET status = ?, note = ?, ended_at = ?,"
+                    " job_id = COALESCE(?, job_id) WHERE run_id = ?",
+                    (
+                        status.value,
+                        reason,
+                        iso(ended_at or self._clock()),
+                        self._job_id,
+                        self.run_id,
+                    ),
                 )
         except (sqlite3.Error, OSError) as exc:
             self._fail(str(self._db.error(exc, "finish the run")))
@@ -320,58 +341,8 @@ class RunRecorder:
             self._failure = reason
 
 
-class _Writer:
-    """One thread that stores nodes while the caller merges the next ones.
-
-    At most ``depth`` nodes wait (memory stays bounded by a few nodes' rows);
-    ``submit`` blocks when the writer is behind. Jobs report their own
-    failures; anything unexpected is recorded through ``fail`` and the
-    thread keeps draining, so a caller can never block on a dead writer.
-    """
-
-    def __init__(self, fail: Callable[[str], None], depth: int = 4) -> None:
-        self._fail = fail
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def submit(self, job: Callable[[], None]) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
-            self._thread.start()
-        self._queue.put(job)
-
-    def close(self) -> None:
-        """Wait for every submitted job (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-
-    def _run(self) -> None:
-        while (job := self._queue.get()) is not None:
-            try:
-                job()
-            except Exception as exc:
-                self._fail(f"recording failed: {type(exc).__name__}: {exc}")
-
-
-def recount_run(connection: sqlite3.Connection, run_id: str) -> None:
-    """The run's coverage counters from its node entries (after late answers)."""
-    counts = {state: 0 for state in NodeState}
-    rows = late = 0
-    for state, count, row_sum, late_sum in connection.execute(
-        "SELECT state, COUNT(*), SUM(row_count), SUM(late) FROM nodes WHERE run_id = ?"
-        " GROUP BY state",
-        (run_id,),
-    ):
-        counts[NodeState(state)] = count
-        rows += row_sum or 0
-        late += late_sum or 0
-    connection.execute(
-        "UPDATE runs SET n_rows = ?, n_empty = ?, n_failed = ?, n_timed_out = ?, n_missing = ?,"
-        " n_excluded = ?, row_count = ?, late_nodes = ? WHERE run_id = ?",
-        (*(counts[state] for state in NodeState), rows, late, run_id),
-    )
+_INSERT_NODE = (
+    "INSERT INTO nodes (run_id, seq, node_id, hostname, state, error, exit_code, late, row_count,"
+    " raw_size, digest, codec, data, unknown)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)

@@ -1,18 +1,21 @@
 """A node's rows as stored: osqueryi's own row framing, compressed.
 
 The recorder never builds a Python object per row on its fast path. A node's
-rows are one block of bytes: compact JSON objects (keys sorted, string
-values) joined by ``,\\n  `` -- exactly the lines between ``[`` and ``]`` of
-``osqueryi --json`` output, so the engine hands over a slice of what the
-node printed (:meth:`RowBlock.from_osqueryi_output`, after the merge's fast
-path proved the framing) and ``show`` rebuilds the output the merge writer
-read with two concatenations (:func:`as_osqueryi_output`). Per-row ``bytes``
-(compact JSON of the untagged row, keys sorted) or ``dict``s of strings are
-accepted too and joined the same way. Inside a JSON string a raw newline
-cannot occur, so the separator only ever separates rows.
+rows are one block of bytes: compact JSON objects (string values) joined by
+``,\n  `` -- exactly the lines between ``[`` and ``]`` of ``osqueryi --json``
+output. The ask engine's validated rows (:class:`fleetkit.ask.rows.RowData`)
+are the same framing: the adapter in :mod:`fleetkit.ask.record` hands the
+history a window onto what the node printed (a ``memoryview``: no copy, no
+re-encoding, no second parse). ``show`` rebuilds the output the merge writer
+read with two concatenations (:func:`as_osqueryi_output`) and validates it
+again like any node output. Per-row ``bytes`` (compact JSON) or ``dict``s of
+strings are accepted too and joined the same way. Inside a JSON string a raw
+newline cannot occur, so the separator only ever separates rows.
 
 The block is compressed with zstd (level 1: ~500-750 MB/s on one core here,
 ~12x smaller for osquery rows) and stored whole, with a digest.
+
+Two runs' rows compare as multisets of these bytes (:func:`row_changes`).
 
 Rows are stored **untagged** (no ``nodeID``/``hostname``): the node entry
 carries those, and ``show`` re-tags them through the same writer the run used.
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -42,36 +47,14 @@ SEPARATOR = b",\n  "
 
 @dataclass(frozen=True)
 class RowBlock:
-    """``count`` rows joined by :data:`SEPARATOR`; b"" = no rows."""
+    """``count`` rows joined by :data:`SEPARATOR`; empty = no rows.
 
-    data: bytes
+    ``data`` may be a ``memoryview`` onto a node's output (the recorder
+    compresses and indexes it without copying); blocks read back are bytes.
+    """
+
+    data: bytes | memoryview
     count: int
-
-    @classmethod
-    def from_osqueryi_output(cls, stdout: bytes, start: int, count: int | None = None) -> RowBlock:
-        """The rows of a node's osqueryi output whose JSON array begins at ``start``
-        (after the ``--connect`` banner): one slice, no per-row work.
-
-        For output the merge accepted: its fast path proved the framing and knows
-        ``count``; without ``count`` the line structure is checked here (two
-        counting passes) and ValueError raised when it is not one row per line.
-        """
-        end = len(stdout)
-        while end > start and stdout[end - 1] == 0x0A:  # rstrip without copying the output
-            end -= 1
-        if end - start <= 4 and stdout[start:end] in (b"[\n\n]", b"[]"):
-            return cls(b"", 0)
-        if not stdout.startswith(b"[\n  {", start) or not stdout.endswith(b"}\n]", 0, end):
-            raise ValueError("not osqueryi's one-row-per-line JSON framing")
-        data = stdout[start + 4 : end - 2]
-        if count is not None:
-            return cls(data, count)
-        # Not proven by the caller: every line break must be a row separator (a valid JSON
-        # string holds no raw newline, so this is exactly "one row per line").
-        lines = data.count(b"\n")
-        if data.count(SEPARATOR + b"{") != lines:
-            raise ValueError("not osqueryi's one-row-per-line JSON framing")
-        return cls(data, lines + 1)
 
     @classmethod
     def joined(cls, rows: list[bytes]) -> RowBlock:
@@ -83,13 +66,16 @@ class RowBlock:
             raise ValueError("each row must be one compact JSON object (no newline)")
         return cls(data, len(rows))
 
+    def raw(self) -> bytes:
+        return self.data if isinstance(self.data, bytes) else bytes(self.data)
+
     def lines(self) -> list[bytes]:
         """The rows, each compact JSON bytes."""
-        return self.data.split(SEPARATOR) if self.data else []
+        return self.raw().split(SEPARATOR) if self.data else []
 
     def ndjson(self) -> bytes:
         """One row per line, each line ending with a newline."""
-        return self.data.replace(SEPARATOR, b"\n") + b"\n" if self.data else b""
+        return self.raw().replace(SEPARATOR, b"\n") + b"\n" if self.data else b""
 
 
 def encode_row(row: Mapping[str, str]) -> bytes:
@@ -122,7 +108,8 @@ def guard_redaction(block: RowBlock, columns: AbstractSet[str]) -> tuple[RowBloc
     if not columns or not block.data:
         return block, 0
     needles = [json.dumps(column, ensure_ascii=False).encode("utf-8") + b":" for column in columns]
-    if b"\\u" not in block.data and not any(needle in block.data for needle in needles):
+    suspect = re.compile(b"|".join([re.escape(b"\\u"), *(re.escape(n) for n in needles)]))
+    if suspect.search(block.data) is None:  # a buffer search: a memoryview is not copied
         return block, 0
     replaced = 0
     lines = block.lines()
@@ -137,6 +124,34 @@ def guard_redaction(block: RowBlock, columns: AbstractSet[str]) -> tuple[RowBloc
             lines[index] = encode_row(row)
             replaced += len(live)
     return (RowBlock(SEPARATOR.join(lines), block.count), replaced) if replaced else (block, 0)
+
+
+def row_changes(before: list[bytes], after: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """(rows removed, rows added) from ``before`` to ``after``, as multisets of bytes,
+    each in its side's order; identical rows in another order are no change.
+
+    Sets do the work in C (each row hashed once, compared byte for byte only on
+    a hash match: exact); rows repeated within a node (rare: osquery rows
+    usually differ in some column) take the counting path.
+    """
+    old, new = set(before), set(after)
+    if len(old) == len(before) and len(new) == len(after):
+        gone, fresh = old - new, new - old
+        if not (gone or fresh):
+            return [], []
+        return list(filter(gone.__contains__, before)), list(filter(fresh.__contains__, after))
+    counted_old, counted_new = Counter(before), Counter(after)
+    return _first(before, counted_old - counted_new), _first(after, counted_new - counted_old)
+
+
+def _first(rows: list[bytes], pending: Counter[bytes]) -> list[bytes]:
+    """The first ``pending[row]`` occurrences of each row, in order."""
+    taken = []
+    for row in rows:
+        if pending.get(row, 0) > 0:
+            pending[row] -= 1
+            taken.append(row)
+    return taken
 
 
 class Codec:

@@ -90,7 +90,7 @@ def node_part(entry: NodeEntry, block: RowBlock) -> bytes:
         )[:-1]
         + ',"columns":'
     ).encode("utf-8", "backslashreplace")
-    lines = head + block.data.replace(SEPARATOR, b"}\n" + head) + b"}\n"
+    lines = head + block.raw().replace(SEPARATOR, b"}\n" + head) + b"}\n"
     return gzip.compress(lines, compresslevel=6, mtime=0)
 
 

@@ -1,11 +1,13 @@
 """The history as commands see it: open once, record runs, read them back.
 
-    history = open_history(settings.history, results_s3=settings.query.s3)  # exit 2 here
+    history = open_history(settings.history, mirror=...)   # exit 2 here, before any job
     recorder = history.begin_run(kind="query", question=Question(sql), scope={...},
-                                 transport="bacalhau", started_at=start)
+                                 transport="bacalhau", asked={"sql": sql})
     for node in answer.nodes:                         # as the merge writes them
         recorder.add_node(node_id=..., hostname=..., status=..., rows=...)
-    outcome = recorder.finish(ended_at=end)           # never raises; outcome.complete
+    outcome = recorder.finish(job_id=...)             # never raises; outcome.complete
+
+(The ask engine's glue, :mod:`fleetkit.ask.record`, does this for a FleetAnswer.)
 
 Reads: :meth:`History.list_runs`, :meth:`get_run`, :meth:`entries`,
 :meth:`node_blocks`, :meth:`diff`, :meth:`policy_states`, :meth:`unanswered`.
@@ -35,6 +37,7 @@ from fleetkit.history.model import (
     canonical_json,
     iso,
     new_run_id,
+    parse_iso,
 )
 from fleetkit.history.policy import PolicyState, RecordedVerdict, policy_states, verdict_history
 from fleetkit.history.reader import RunReader
@@ -83,10 +86,16 @@ class History:
         started_at: datetime | None = None,
         job_id: str | None = None,
         redact_columns: Iterable[str] = (),
+        asked: Mapping[str, Any] | None = None,
     ) -> RunRecorder:
-        """A new run, visible as ``recording`` at once; raises HistoryError (exit 2)."""
+        """A new run, visible as ``recording`` at once; raises HistoryError (exit 2).
+
+        ``asked`` is what the asker needs to ask the same again (``--retry-missing``):
+        any JSON mapping, kept as given.
+        """
         kind = RunKind(kind).value
         started = started_at or self._now()
+        redacted = sorted(set(redact_columns))
         scope_json = canonical_json(dict(scope))
         scope_key = canonical_json({k: v for k, v in scope.items() if k not in _SCOPE_KEY_IGNORES})
         values = (
@@ -101,6 +110,8 @@ class History:
             iso(started),
             RunStatus.RECORDING.value,
             f"{socket.gethostname()}:{os.getpid()}",
+            canonical_json(dict(asked or {})),
+            canonical_json(redacted),
         )
         for _attempt in range(5):
             run_id = new_run_id(started)
@@ -108,8 +119,8 @@ class History:
                 with self.database.write() as connection:
                     connection.execute(
                         "INSERT INTO runs (run_id, kind, question, pack, question_key, scope,"
-                        " scope_key, transport, job_id, started_at, status, recorder)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " scope_key, transport, job_id, started_at, status, recorder, asked,"
+                        " redacted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (run_id, *values),
                     )
                 break
@@ -123,21 +134,24 @@ class History:
             self.database,
             run_id,
             started_at=iso(started),
-            redact_columns=redact_columns,
+            redact_columns=redacted,
             mirror=self.mirror,
             after_finish=self._prune_quietly,
             clock=self._now,
         )
 
     def set_job_id(self, run_id: str, job_id: str) -> None:
-        """The orchestrator's job id, known only after submission."""
+        """The orchestrator's job id, known only after submission (not while a recorder of
+        this history is writing: ``RunRecorder.finish(job_id=...)`` then)."""
         try:
             with self.database.write() as connection:
                 connection.execute("UPDATE runs SET job_id = ? WHERE run_id = ?", (job_id, run_id))
         except sqlite3.Error as exc:
             raise self.database.error(exc, "record the job id") from None
 
-    def resume_run(self, run_id: str, *, redact_columns: Iterable[str] = ()) -> RunRecorder:
+    def resume_run(
+        self, run_id: str, *, redact_columns: Iterable[str] | None = None
+    ) -> RunRecorder:
         """Record late answers (``--retry-missing``) into an earlier run.
 
         Each answer replaces the node's failed, timed-out or missing entry
@@ -149,7 +163,7 @@ class History:
             self.database,
             run.run_id,
             started_at=run.started_at,
-            redact_columns=redact_columns,
+            redact_columns=set(run.redacted) | set(redact_columns or ()),
             mirror=self.mirror,
             resume=True,
             clock=self._now,
@@ -260,11 +274,18 @@ class History:
             before, after = previous, newest
         return RunDiff.between(self.reader, before, after)
 
-    def policy_states(self, run_id: str, *, grace_days: float | None = None) -> list[PolicyState]:
+    def policy_states(
+        self, run_id: str, *, grace_days: float | None = None, now: datetime | None = None
+    ) -> list[PolicyState]:
+        """Each (host, policy) verdict of the run with its state; ``overdue`` is judged as of
+        ``now``, by default the run's start (so a run's states read the same forever)."""
         run = self.get_run(run_id)
         try:
             return policy_states(
-                self.database.connection, run.run_id, now=self._now(), grace_days=grace_days
+                self.database.connection,
+                run.run_id,
+                now=now or parse_iso(run.started_at),
+                grace_days=grace_days,
             )
         except sqlite3.Error as exc:
             raise self.database.error(exc, "read policy state") from None

@@ -29,7 +29,9 @@ from fleetkit.hostfacts.facts import Fact, unique
 from fleetkit.hostfacts.probe import build_probe
 from fleetkit.readiness import cluster as c
 from fleetkit.readiness import host_checks as h
+from fleetkit.readiness import watch_check as w
 from fleetkit.readiness.expected import Expected, Looks
+from fleetkit.readiness.identity import check_identity
 from fleetkit.readiness.model import CheckResult, Subject, skipped
 
 BOTH = frozenset({CONTROL_PLANE, COMPUTE})
@@ -71,6 +73,7 @@ class CheckSpec:
 
 
 SSH, ORCH, NODE = (Need.SSH,), (Need.ORCHESTRATOR,), (Need.ORCHESTRATOR, Need.NODE)
+SSH_AND_NODE = (Need.SSH, *NODE)
 
 CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("ssh", BOTH, h.check_ssh),
@@ -101,6 +104,13 @@ CHECKS: tuple[CheckSpec, ...] = (
         required=h.container_engine_required,
     ),
     CheckSpec("cluster.node", ONLY_COMPUTE, c.check_node, needs=ORCH),
+    CheckSpec(
+        "cluster.identity",
+        ONLY_COMPUTE,
+        check_identity,
+        lambda x: (x.hostname, x.node_metadata),
+        SSH_AND_NODE,
+    ),
     CheckSpec("cluster.approved", ONLY_COMPUTE, c.check_membership, needs=NODE),
     CheckSpec("cluster.labels", ONLY_COMPUTE, c.check_labels, needs=NODE),
     CheckSpec("cluster.features", ONLY_COMPUTE, c.check_features, needs=NODE),
@@ -113,6 +123,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         needs=ORCH,
         orchestrator_row=True,
     ),
+    CheckSpec(w.NAME, ONLY_CONTROL_PLANE, w.check_watch, w.watch_facts, SSH, w.watch_required),
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleetkit.clients.bacalhau import BacalhauClient, NodeState, OrchestratorError
-from fleetkit.hostfacts.identity import node_of_host
+from fleetkit.hostfacts.identity import machine_hostname
 from fleetkit.readiness.model import CheckResult, Subject, failed, passed, provision_fix
 
 
@@ -52,11 +52,18 @@ def observe_cluster(client: BacalhauClient) -> ClusterView:
 def check_node(s: Subject) -> CheckResult:
     host, node = s.target, s.node
     if node is None:
+        conflicts = s.fleet.conflicts_of_host(host.name)
+        if conflicts:
+            return failed(
+                "cluster.node",
+                "identity conflict: " + "; ".join(c.describe() for c in conflicts),
+                conflicts[0].fix(),
+            )
         known = len(s.cluster.nodes or ())
         return failed(
             "cluster.node",
-            f"{host.name} is not in the orchestrator's node list ({known} nodes known): its "
-            "agent never joined (wrong token, wrong orchestrator address, agent down)",
+            f"{host.name} is not in the orchestrator's node list ({known} nodes known) under "
+            f"its name or its fleetkit-host label: {_unlabelled_hint(s)}",
             provision_fix(host.name),
         )
     if node.is_connected:
@@ -72,6 +79,19 @@ def check_node(s: Subject) -> CheckResult:
         f"(last heartbeat {node.last_heartbeat or 'never'})",
         f"start its agent: {provision_fix(host.name)}",
     )
+
+
+def _unlabelled_hint(s: Subject) -> str:
+    """Why the host has no node: a stranger named like the machine, or it never joined."""
+    facts, fact = s.facts, s.looks.hostname
+    reported = machine_hostname(facts[fact]) if facts is not None and fact in facts else None
+    stranger = next((n for n in s.fleet.strangers if reported and n.node_id == reported), None)
+    if stranger is not None:
+        return (
+            f"node {stranger.node_id} (this machine's hostname) is, without fleetkit's "
+            "labels (started by hand or by an older fleetkit); provisioning adds them"
+        )
+    return "its agent never joined (wrong token, wrong orchestrator address, agent down)"
 
 
 def _node(s: Subject) -> NodeState:
@@ -179,7 +199,8 @@ def check_versions(s: Subject) -> CheckResult:
         )
     drifted = []
     for host in s.compute:
-        node = node_of_host(cluster.nodes or (), host)
+        member = s.fleet.member(host.name)
+        node = member.node if member is not None else None
         if node is not None and node.version != cluster.version:
             drifted.append((host.name, f"{host.name} runs {node.version or 'an unknown version'}"))
     if drifted:

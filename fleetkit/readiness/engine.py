@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from fleetkit.clients.ssh import Outcome, SSHError, fan_out, fingerprint
 from fleetkit.foundation.inventory import COMPUTE, CONTROL_PLANE, Host
-from fleetkit.hostfacts.facts import FactView, Hostname
-from fleetkit.hostfacts.identity import node_of_host
+from fleetkit.hostfacts.facts import FactView
+from fleetkit.hostfacts.identity import map_fleet
 from fleetkit.hostfacts.probe import build_probe, shell_command
 from fleetkit.readiness.catalog import checks_for, evaluate, orchestrator_checks, probe_facts
 from fleetkit.readiness.cluster import ClusterView, observe_cluster
@@ -48,7 +48,7 @@ def role_of(host: Host) -> str:
 
 
 def looks_for(host: Host, expected: Expected) -> Looks:
-    return Looks.build(expected, host.bacalhau_api_port or expected.api_port)
+    return Looks.build(expected, host.bacalhau_api_port or expected.api_port, host.name)
 
 
 def gather(
@@ -79,11 +79,18 @@ def build_report(
     *,
     control_plane: Host | None,
     pinned: Callable[[Host], list[str]],
+    inventory: Sequence[Host] | None = None,
 ) -> VerifyReport:
-    """Assemble the report from facts already gathered (pure: the tests call it directly)."""
+    """Assemble the report from facts already gathered (pure: the tests call it directly).
+
+    Nodes are matched with the whole ``inventory`` (default: ``hosts``), so a
+    node claiming a host outside the selection is still that host's.
+    """
     compute = [h for h in hosts if not h.is_control_plane]
+    fleet = map_fleet(inventory if inventory is not None else hosts, cluster.nodes or ())
 
     def subject(host: Host | None, got: Gathered) -> Subject:
+        member = fleet.member(host.name) if host is not None else None
         return Subject(
             host=host,
             expected=expected,
@@ -91,10 +98,13 @@ def build_report(
             facts=got.facts,
             ssh_error=got.error,
             cluster=cluster,
-            node=node_of_host(cluster.nodes or (), host, _hostname(got.facts)) if host else None,
+            node=member.node
+            if member is not None and host is not None and host.is_compute
+            else None,
             control_plane=control_plane,
             compute=compute,
             pinned=pinned(host) if host else (),
+            fleet=fleet,
         )
 
     reports: list[HostReadiness] = []
@@ -118,11 +128,6 @@ def build_report(
             HostReadiness(host.name, host.role, host.endpoint, checks, node_id, got.round_trips)
         )
     return VerifyReport(tuple(reports), cluster.url)
-
-
-def _hostname(facts: FactView | None) -> str | None:
-    """The name the host reported for itself (finds its node when it differs)."""
-    return facts[Hostname()] if facts is not None and Hostname() in facts else None
 
 
 def verify(rt: Runtime, hosts: Sequence[Host]) -> VerifyReport:
@@ -159,4 +164,5 @@ def verify(rt: Runtime, hosts: Sequence[Host]) -> VerifyReport:
         expected,
         control_plane=rt.inventory.control_plane,
         pinned=pinned,
+        inventory=rt.inventory.hosts,
     )

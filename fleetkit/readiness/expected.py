@@ -16,7 +16,8 @@ from fleetkit.hostfacts.facts import (
     ServiceLook,
     SocketLook,
 )
-from fleetkit.hostfacts.roles.bacalhau import bacalhau_service
+from fleetkit.hostfacts.identity import metadata_path
+from fleetkit.hostfacts.roles.bacalhau import bacalhau_service, named_service
 from fleetkit.hostfacts.roles.osquery import PACKAGE, osqueryd_service
 from fleetkit.hostfacts.services import ServiceSpec
 
@@ -24,6 +25,8 @@ from fleetkit.hostfacts.services import ServiceSpec
 PROBE_SQL = "SELECT 1 AS ok"
 #: Seconds a single probe command may take on a host before it counts as hung.
 PROBE_TIMEOUT = 20
+#: Bytes of ``system_metadata.yaml`` read (four short keys; more is not Bacalhau's file).
+METADATA_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class Expected:
     bacalhau_version: str
     bacalhau_binary: str
     bacalhau_config: str
+    #: Bacalhau's DataDir (its ``system_metadata.yaml`` holds the persisted node name).
+    bacalhau_data_dir: str
     api_port: int
     nats_port: int
     container_engine: str
@@ -48,6 +53,8 @@ class Expected:
     bacalhau: ServiceSpec
     #: The cluster's node token, compared with the one in each node's config and never shown.
     token: str = field(repr=False)
+    #: ``watch.enabled``: the control plane runs the watch service (readiness/watch_check).
+    watch: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Expected:
@@ -61,6 +68,7 @@ class Expected:
             bacalhau_version=bac.version,
             bacalhau_binary=bac.install_path,
             bacalhau_config=bac.config_path,
+            bacalhau_data_dir=bac.data_dir,
             api_port=bac.api_port,
             nats_port=bac.nats_port,
             container_engine=bac.container_engine,
@@ -69,6 +77,7 @@ class Expected:
             osqueryd=osqueryd_service(settings),
             bacalhau=bacalhau_service(settings),
             token=bac.node_token.reveal(),
+            watch=settings.watch.enabled,
         )
 
     def agent_url(self, api_port: int) -> str:
@@ -91,12 +100,15 @@ class Looks:
     flags: FileLook
     bacalhau_binary: ClientVersion
     bacalhau_config: FileLook
+    #: The agent's ``system_metadata.yaml`` (the node name it persisted).
+    node_metadata: FileLook
     bacalhau: ServiceLook
     agent: HttpOnHost
     docker: DockerVersion
 
     @classmethod
-    def build(cls, expected: Expected, api_port: int) -> Looks:
+    def build(cls, expected: Expected, api_port: int, node_name: str | None = None) -> Looks:
+        """The looks of one host (``node_name``: its inventory name, in the agent's argv)."""
         manager = expected.service_manager
         return cls(
             hostname=Hostname(),
@@ -107,7 +119,8 @@ class Looks:
             flags=FileLook(expected.flags_file),
             bacalhau_binary=ClientVersion(expected.bacalhau_binary, PROBE_TIMEOUT),
             bacalhau_config=FileLook(expected.bacalhau_config),
-            bacalhau=ServiceLook(expected.bacalhau, manager),
+            node_metadata=FileLook(metadata_path(expected.bacalhau_data_dir), METADATA_LIMIT),
+            bacalhau=ServiceLook(named_service(expected.bacalhau, node_name), manager),
             agent=HttpOnHost(expected.agent_url(api_port)),
             docker=DockerVersion(PROBE_TIMEOUT),
         )

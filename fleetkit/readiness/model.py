@@ -10,13 +10,14 @@ here, and escaped wherever it is printed for a terminal.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.secrets import redact
 from fleetkit.foundation.status import ExitStatus
+from fleetkit.hostfacts.identity import FleetMap
 
 if TYPE_CHECKING:
     from fleetkit.clients.bacalhau import NodeState
@@ -33,6 +34,8 @@ class CheckVerdict(StrEnum):
     FAIL = "fail"
     #: Not checked, because something it depends on is unavailable (named in the evidence).
     SKIP = "skip"
+    #: Works, but differs from the rule (named with its fix); the host still counts as ready.
+    WARN = "warn"
 
 
 def _bounded(text: str) -> str:
@@ -76,6 +79,10 @@ def failed(name: str, evidence: str, fix: str) -> CheckResult:
     return CheckResult(name, CheckVerdict.FAIL, _bounded(evidence), _bounded(fix))
 
 
+def warned(name: str, evidence: str, fix: str) -> CheckResult:
+    return CheckResult(name, CheckVerdict.WARN, _bounded(evidence), _bounded(fix))
+
+
 def skipped(name: str, why: str) -> CheckResult:
     return CheckResult(name, CheckVerdict.SKIP, _bounded(why))
 
@@ -103,6 +110,8 @@ class Subject:
     compute: Sequence[Host]
     #: Pinned host keys of the host, as shown (``ssh-ed25519 SHA256:...``).
     pinned: Sequence[str] = ()
+    #: The inventory joined with the orchestrator's nodes (the one identity mapping).
+    fleet: FleetMap = field(default_factory=FleetMap)
 
     @property
     def target(self) -> Host:
@@ -131,6 +140,10 @@ class HostReadiness:
     @property
     def failures(self) -> list[CheckResult]:
         return [c for c in self.checks if c.failed]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.verdict is CheckVerdict.WARN]
 
     def check(self, name: str) -> CheckResult | None:
         return next((c for c in self.checks if c.name == name), None)
@@ -177,5 +190,10 @@ class VerifyReport:
                 {"host": h.name, "check": c.name, "fix": c.fix}
                 for h in self.hosts
                 for c in h.failures
+            ],
+            "warnings": [
+                {"host": h.name, "check": c.name, "evidence": c.evidence, "fix": c.fix}
+                for h in self.hosts
+                for c in h.warnings
             ],
         }

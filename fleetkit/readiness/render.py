@@ -9,7 +9,12 @@ from __future__ import annotations
 from fleetkit.foundation.table import render_table as table_text
 from fleetkit.readiness.model import CheckVerdict, VerifyReport
 
-_MARK = {CheckVerdict.PASS: "ok", CheckVerdict.FAIL: "FAIL", CheckVerdict.SKIP: "skip"}
+_MARK = {
+    CheckVerdict.PASS: "ok",
+    CheckVerdict.FAIL: "FAIL",
+    CheckVerdict.SKIP: "skip",
+    CheckVerdict.WARN: "WARN",
+}
 
 
 def render_table(report: VerifyReport) -> str:
@@ -26,7 +31,10 @@ def render_table(report: VerifyReport) -> str:
 
 def summary_line(report: VerifyReport) -> str:
     bad = [h for h in report.hosts if not h.ready]
+    warned = [h for h in report.hosts if h.warnings]
+    notes = "; ".join(f"{h.name} ({', '.join(c.name for c in h.warnings)})" for h in warned)
+    warnings = f" (warnings: {notes})" if warned else ""
     if not bad:
-        return f"verify: all {len(report.hosts)} hosts ready"
+        return f"verify: all {len(report.hosts)} hosts ready{warnings}"
     named = "; ".join(f"{h.name} ({', '.join(c.name for c in h.failures)})" for h in bad)
-    return f"verify: {len(bad)} of {len(report.hosts)} hosts NOT ready: {named}"
+    return f"verify: {len(bad)} of {len(report.hosts)} hosts NOT ready: {named}{warnings}"

@@ -208,17 +208,36 @@ class HuntHit:
 
 @dataclass(frozen=True)
 class Hunt:
+    """A hunt run: what it looked for and what it found.
+
+    ``hits`` may be the first of many (a presence hunt over a glob can find
+    thousands): ``total_hits`` and ``hit_hosts`` then count them all.
+    ``question`` is the SQL the hunt asked, for when its indicators were not
+    recorded.
+    """
+
     run_id: str
     started_at: datetime
     indicators: tuple[Indicator, ...]
     hits: tuple[HuntHit, ...] = ()
     coverage: Coverage | None = None
+    total_hits: int | None = None
+    hit_hosts: tuple[str, ...] | None = None
+    question: str = ""
 
     def __post_init__(self) -> None:
         _aware(self.started_at, f"started_at of hunt {self.run_id!r}")
+        if self.total_hits is not None and self.total_hits < len(self.hits):
+            raise ValueError(f"hunt {self.run_id!r}: total_hits is less than the hits kept")
+
+    @property
+    def hit_count(self) -> int:
+        return len(self.hits) if self.total_hits is None else self.total_hits
 
     @property
     def hosts_hit(self) -> tuple[str, ...]:
+        if self.hit_hosts is not None:
+            return self.hit_hosts
         return tuple(dict.fromkeys(hit.host for hit in self.hits))
 
 

@@ -211,19 +211,29 @@ def large_fleet(
     )
 
 
-def _random_cell(rng: random.Random, runs: int, times: list[datetime]) -> PolicyCell:
+def random_trend(rng: random.Random, runs: int) -> list[PolicyStatus | None]:
+    """One cell's statuses over ``runs`` runs, oldest first (None: not evaluated).
+
+    90% always pass, 5% fail from some run on, 3% flap, 2% missed runs and
+    ended in an error: the mix the benchmark's history is generated with too.
+    """
     roll = rng.random()
+    trend: list[PolicyStatus | None]
     if roll < 0.90:
-        trend: list[PolicyStatus | None] = [P] * runs
+        trend = [P for _ in range(runs)]
     elif roll < 0.95:  # fails from some run on
         start = rng.randrange(runs)
-        trend = [P] * start
-        trend += [F] * (runs - start)
+        trend = [P if i < start else F for i in range(runs)]
     elif roll < 0.98:  # flaps
         trend = [rng.choice((P, F, PolicyStatus.UNKNOWN)) for _ in range(runs)]
     else:  # missed some runs
         trend = [None if rng.random() < 0.3 else P for _ in range(runs)]
         trend[-1] = PolicyStatus.ERROR
+    return trend
+
+
+def _random_cell(rng: random.Random, runs: int, times: list[datetime]) -> PolicyCell:
+    trend = random_trend(rng, runs)
     status = trend[-1] or PolicyStatus.ERROR
     first_failed = None
     if status is F:

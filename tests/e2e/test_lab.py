@@ -356,7 +356,7 @@ def test_latency_mode_proxies_ssh_and_counts_what_it_carries(lab_factory) -> Non
 
     late = slow.add_host("node-2", labels={"role": "osquery"})  # proxied like the others
     assert late.client_port != late.ssh_port
-    assert ssh(slow, late, "hostname").stdout.strip() == "node-2"
+    assert ssh(slow, late, "hostname").stdout.strip() == late.hostname
 
     slow.freeze("node-1")
     with pytest.raises(subprocess.TimeoutExpired):
@@ -469,6 +469,7 @@ def test_lab_cli_up_show_status_down(tmp_path: Path) -> None:
         assert f"export FLEETKIT_SETTINGS={workdir}/fleetkit.yaml" in up.stdout
         # the hosts outlived the process that started them
         lab = Lab.load(workdir)
+        assert lab.cloud_hostnames  # the default: every second compute machine named ip-10-...
         node = lab.host("node-1")
         token = (workdir / "secrets/node_token").read_text().strip()
         node.write_file(

@@ -35,9 +35,19 @@ def provisioned(lab_factory: Callable[..., Lab], **settings: Any) -> Lab:
     return lab
 
 
-def start_rogue(lab: Lab, name: str = "rogue-1") -> LabHost:
+def start_rogue(lab: Lab, name: str = "rogue-1", labels: str = "role=osquery,env=lab") -> LabHost:
     """A compute node nobody onboarded: right token, own API port, not in the inventory."""
     host = lab.add_host(name, in_inventory=False, pin_key=False)
+    start_agent_by_hand(lab, host, data_dir="/var/lib/rogue", labels=labels, tag="rogue")
+    return host
+
+
+def start_agent_by_hand(
+    lab: Lab, host: LabHost, *, data_dir: str, labels: str, tag: str = "by-hand"
+) -> None:
+    """``bacalhau serve`` started on ``host`` the way a person would, not by fleetkit:
+    the right token, ``NameProvider: hostname`` (so it joins under the machine's
+    hostname, persisted in ``data_dir``), its own API port; pidfile ``/run/<tag>.pid``."""
     host.write_file("/usr/local/bin/bacalhau", build_zipapp(), 0o755)
     token = (lab.workdir / "secrets" / "node_token").read_text().strip()
     [api_port] = free_ports(1)
@@ -47,7 +57,7 @@ def start_rogue(lab: Lab, name: str = "rogue-1") -> LabHost:
         "-c",
         "NameProvider=hostname",
         "-c",
-        "DataDir=/var/lib/rogue",
+        f"DataDir={data_dir}",
         "-c",
         f"API.Port={api_port}",
         "-c",
@@ -61,14 +71,17 @@ def start_rogue(lab: Lab, name: str = "rogue-1") -> LabHost:
         "-c",
         "Compute.Heartbeat.Interval=1s",
         "-c",
-        "Labels=role=osquery,env=lab",
+        f"Labels={labels}",
     ]
-    script = f"exec {shlex.join(argv)} >>/var/log/rogue.log 2>&1"
+    script = f"exec {shlex.join(argv)} >>/var/log/{tag}.log 2>&1"
     host.sh(
-        "start-stop-daemon --start --background --make-pidfile --pidfile /run/rogue.pid "
+        f"start-stop-daemon --start --background --make-pidfile --pidfile /run/{tag}.pid "
         f"--startas /bin/sh -- -c {shlex.quote(script)}"
     )
-    return host
+
+
+def stop_agent_by_hand(host: LabHost, tag: str = "by-hand") -> None:
+    host.sh(f"start-stop-daemon --stop --oknodo --retry TERM/10/KILL/5 --pidfile /run/{tag}.pid")
 
 
 def wait_for(lab: Lab, name: str, predicate: Callable[[dict[str, Any]], bool]) -> None:

@@ -88,7 +88,14 @@ def test_compute_hosts_have_their_files_and_running_daemons(provisioned_lab: Lab
         assert compute["AllowListedLocalPaths"] == ["/var/osquery"]
         assert compute["Auth"]["Token"] == token
         assert compute["Orchestrators"] == [f"nats://{lab.control_plane.address}:{lab.nats_port}"]
-        assert config["Labels"] == {"env": "lab", "role": "osquery"}
+        # The inventory's labels and fleetkit's identity labels: the inventory name, and the
+        # machine's own hostname (node-2's machine is ip-10-..., read from the host).
+        assert config["Labels"] == {
+            "env": "lab",
+            "role": "osquery",
+            "fleetkit-host": host.name,
+            "fleetkit-hostname": host.hostname,
+        }
         version = host.sh("dpkg-query -W -f='${Version}' osquery").stdout
         assert version == "5.23.1-1.linux"
         assert host.sh("test -S /var/osquery/osquery.em", check=False).returncode == 0
@@ -441,7 +448,10 @@ def test_systemd_hosts_get_a_unit_reloaded_enabled_and_restarted_once(
     wait_connected(lab, ["node-1"])
     node = lab.host("node-1")
     unit = node.read_file("/etc/systemd/system/bacalhau.service")
-    assert "ExecStart=/usr/local/bin/bacalhau serve --config /etc/bacalhau/config.yaml\n" in unit
+    assert (
+        "ExecStart=/usr/local/bin/bacalhau serve --config /etc/bacalhau/config.yaml --name node-1\n"
+        in unit
+    )
     assert "EnvironmentFile=-/etc/bacalhau/env\n" in unit
     assert shim_calls(lab, "node-1") == [
         "daemon-reload",  # the osquery package's postinst, as with the official one

@@ -93,7 +93,8 @@ def test_policy_query_empty_then_names_the_offending_host(provisioned_lab: Lab) 
         assert dirty.exit_code == 0, dirty.output
         rows = rows_of(dirty)
         assert {r["nodeID"] for r in rows} == {"node-2"}
-        assert {r["hostname"] for r in rows} == {"node-2"}
+        # The query's own hostname column: the machine's name, not the inventory's.
+        assert {r["hostname"] for r in rows} == {offender.hostname} != {"node-2"}
         assert any(r["path"] == key and r["encrypted"] == "0" for r in rows)
         assert all(r["username"] == "root" for r in rows)
     finally:
@@ -123,7 +124,7 @@ def test_hash_hunt_finds_exactly_the_infected_hosts(provisioned_lab: Lab) -> Non
         assert result.exit_code == 0, result.output
         rows = rows_of(result)
         assert sorted(r["nodeID"] for r in rows) == infected
-        assert all(r["hostname"] == r["nodeID"] for r in rows)
+        assert all(r["hostname"] == lab.host(r["nodeID"]).hostname for r in rows)
         assert all(r["sha256"] == digest and r["path"] == TROJAN_PATH for r in rows)
     assert canonical(rows_of(over_bacalhau)) == canonical(rows_of(over_ssh))
 
@@ -137,6 +138,28 @@ def test_both_transports_give_the_same_rows(provisioned_lab: Lab) -> None:
     assert {r["nodeID"] for r in first} == set(COMPUTE)
     assert any(r["username"] == "root" and r["uid"] == "0" for r in first)
     assert canonical(first) == canonical(second)
+
+
+def summary_lines(result: CliResult, name: str, status: str) -> list[str]:
+    """The closing summary's lines about host ``name`` (``node-2 (ip-10-...) failed: ...``)."""
+    pattern = re.compile(rf"^\s*{re.escape(name)}( \([^)]*\))? {status}\b")
+    return [line for line in result.stderr.splitlines() if pattern.match(line)]
+
+
+def test_rows_carry_the_inventory_name_and_the_machine_hostname(provisioned_lab: Lab) -> None:
+    """nodeID is the inventory name, hostname the machine's own, on both transports, even
+    when the query returns no hostname column (node-2's machine is named ip-10-...)."""
+    lab = provisioned_lab
+    machines = {h.name: h.hostname for h in lab.compute_hosts}
+    assert machines["node-2"] != "node-2"  # the lab's default: some machines named otherwise
+    for via in ("bacalhau", "ssh"):
+        result = run_cli(lab, "query", "SELECT 1 AS one", "--via", via)
+        assert result.exit_code == 0, result.output
+        tags = {(r["nodeID"], r["hostname"]) for r in rows_of(result)}
+        assert tags == set(machines.items()), via
+        single = run_cli(lab, "query", "SELECT 1 AS one", "--via", via, "--hosts", "node-2")
+        assert single.exit_code == 0, single.output
+        assert rows_of(single) == [{"nodeID": "node-2", "hostname": machines["node-2"], "one": "1"}]
 
 
 def test_formats_and_output_file(provisioned_lab: Lab, tmp_path: Path) -> None:
@@ -190,7 +213,7 @@ def test_stopped_osqueryd_names_that_node_and_delivers_the_rest(provisioned_lab:
     for result in results:
         assert result.exit_code == 1, result.output
         assert sorted(r["nodeID"] for r in rows_of(result)) == ["node-1", "node-3"]
-        failure = [line for line in result.stderr.splitlines() if "node-2 failed" in line]
+        failure = summary_lines(result, "node-2", "failed")
         assert failure, result.stderr
         assert "exit" in failure[0] and "Error" in failure[0]
     healed = run_cli(lab, "query", "SELECT hostname FROM system_info")
@@ -383,7 +406,8 @@ def test_outputs_over_2kb_come_whole_from_s3(s3_lab: Lab) -> None:
         result = run_cli(lab, "query", big_sql, "--via", via, "--hosts", "node-1")
         assert result.exit_code == 0, (via, result.stderr)
         (row,) = rows_of(result)
-        assert row == {"nodeID": "node-1", "hostname": "node-1", "big": big, "e": "é"}, via
+        machine = lab.host("node-1").hostname
+        assert row == {"nodeID": "node-1", "hostname": machine, "big": big, "e": "é"}, via
 
     # A node whose agent runs without the allow-list is skipped by the orchestrator:
     # fleetkit names it as missing (with the reason) instead of dropping it silently.
@@ -394,7 +418,7 @@ def test_outputs_over_2kb_come_whole_from_s3(s3_lab: Lab) -> None:
     result = run_cli(lab, "query", "SELECT hostname FROM system_info")
     assert result.exit_code == 1, result.output
     assert [r["nodeID"] for r in rows_of(result)] == ["node-1"]
-    missing = [line for line in result.stderr.splitlines() if "node-2 missing" in line]
+    missing = summary_lines(result, "node-2", "missing")
     assert missing and "AllowListedLocalPaths" in missing[0], result.stderr
 
 

@@ -356,15 +356,15 @@ def test_the_incident_policy_hunt_quarantine_release(fleet: Lab) -> None:
             "node-3": "PASS",
         }
         assert [d["path"] for d in verdicts["node-1"]["details"]] == [weak]
-        assert verdicts["node-1"]["hostname"] == "node-1"
+        assert verdicts["node-1"]["hostname"] == n1.hostname
 
         # 2. hunt: the trojan on node-1 and node-3; node-2 has the legit file at the same path.
         for host, content in ((n1, TROJAN), (n2, b"<?php /* legit */ ?>\n"), (n3, TROJAN)):
             host.sh(f"mkdir -p {WEB_ROOT}")
             host.write_file(TROJAN_PATH, content)
         expected = [
-            {"hostname": n, "nodeID": n, "path": TROJAN_PATH, "sha256": TROJAN_SHA}
-            for n in ("node-1", "node-3")
+            {"hostname": h.hostname, "nodeID": h.name, "path": TROJAN_PATH, "sha256": TROJAN_SHA}
+            for h in (n1, n3)
         ]
         for where in (TROJAN_PATH, "/var/www/*/wp-content/themes/*/functions.php"):
             result = run_cli(
@@ -372,7 +372,7 @@ def test_the_incident_policy_hunt_quarantine_release(fleet: Lab) -> None:
             )
             assert result.exit_code == 3, result.output
             assert sorted(json.loads(result.stdout), key=lambda r: r["nodeID"]) == expected
-            assert "FOUND on 2 host(s)" in result.stderr
+            assert "FOUND on 2 host(s): node-1, node-3" in result.stderr  # as quarantine takes
 
         # ... by hash alone (default scope includes /var/www/**) and from an IOC file
         result = run_cli(fleet, "hunt", "--sha256", TROJAN_SHA, "--format", "json")

@@ -6,12 +6,16 @@ import io
 import json
 import os
 import stat
+import tempfile
 from pathlib import Path
+from typing import IO
 
 import pytest
 
 from fleetkit.ask.answer import FleetAnswer, NodeStatus
 from fleetkit.ask.merge import write_merged
+from fleetkit.ask.record import row_block
+from fleetkit.ask.replay import write_run
 from fleetkit.ask.transport import Collected, NodeReply
 from fleetkit.ask.validate import settle
 from fleetkit.foundation.status import ConfigError, ExitStatus
@@ -96,75 +100,100 @@ def test_run_ids_sort_by_start_and_resolve_by_unique_prefix(tmp_path: Path) -> N
         assert str(history.path) in str(unknown.value)
 
 
+def answer_of(replies: dict[str, bytes | IO[bytes]]) -> FleetAnswer:
+    return settle(
+        Collected(
+            replies=tuple(
+                NodeReply(n, f"host-{n}", NodeStatus.OK, output=out, exit_code=0)
+                for n, out in replies.items()
+            )
+        )
+    )
+
+
 def test_rows_come_back_in_recorded_order_whatever_form_they_were_given_in(
     tmp_path: Path,
 ) -> None:
-    block = RowBlock.from_osqueryi_output(
-        b'Connected to extension socket\n[\n  {"a":"1"},\n  {"a":"2"}\n]\n', 30
-    )
-    with open_store(tmp_path) as history:
+    output = b'Connected to extension socket\n[\n  {"a":"1"},\n  {"a":"2"}\n]\n'
+    with answer_of({"n": output}) as answer, open_store(tmp_path) as history:
+        block = row_block(answer.nodes[0].data)
         outcome = record(
             history,
             [
                 Node("dicts", [{"pid": "2", "name": "b"}, {"name": "a", "pid": "1"}]),
                 Node("bytes", [b'{"x":"y"}', b'{"x":"z"}']),
                 Node("block", block),  # type: ignore[arg-type]
-                Node("gone", [{"ignored": "rows of a failed node"}], status="failed"),
+                # A run of several questions keeps what a node answered before it failed.
+                Node("partial", [{"kept": "rows of the questions it answered"}], status="failed"),
+                Node("none", status="timed out"),
             ],
         )
         got = {e.node_id: b.lines() for e, b in history.node_blocks(outcome.run_id)}
+        states = {e.node_id: e.state for e in history.entries(outcome.run_id)}
     assert got == {
         "dicts": [b'{"pid":"2","name":"b"}', b'{"name":"a","pid":"1"}'],  # order kept
         "bytes": [b'{"x":"y"}', b'{"x":"z"}'],
         "block": [b'{"a":"1"}', b'{"a":"2"}'],
-        "gone": [],
+        "partial": [b'{"kept":"rows of the questions it answered"}'],
+        "none": [],
     }
-    assert outcome.rows == 6
+    assert states["partial"] is NodeState.FAILED and states["block"] is NodeState.ROWS
+    assert outcome.rows == 7
 
 
 def test_show_re_renders_the_merged_output_byte_identical(tmp_path: Path) -> None:
-    """The run's merged output and the one rebuilt from the history, in every format."""
-    outputs = {
+    """The run's merged output and the one ``show`` rebuilds from the history, every format."""
+    outputs: dict[str, bytes] = {
         "n1": b'Connected to extension socket /var/osquery/osquery.em\n[\n  {"name":"sshd",'
         b'"pid":"1"},\n  {"name":"caf\xc3\xa9","pid":"2"}\n]\n',
         "n2": b'[\n  {"hostname":"own-name","name":"tab\\there","pid":"7"}\n]\n',
         "n3": b"[\n\n]\n",
-        # Not the fast path's framing: the engine hands these over as parsed dicts.
+        # Not the fast path's framing: validation re-encodes these rows.
         "n4": b'[\n  {"pid":"9","name":"caf\\u00e9"},\n  {"pid":"8","name":"x"}\n]\n',
+        "n5": b'[\n  {"name":"a","password":"hunter2"}\n]\n',
     }
+    redacted = frozenset({"password"})
 
-    def answer(replies: dict[str, bytes]) -> FleetAnswer:
+    def answer() -> FleetAnswer:
+        spooled = tempfile.TemporaryFile()  # noqa: SIM115 - the answer closes it
+        spooled.write(outputs["n1"])
+        replies = {**outputs, "n1": spooled}  # one output as spooled from S3
         return settle(
             Collected(
                 replies=tuple(
                     NodeReply(n, f"host-{n}", NodeStatus.OK, output=out, exit_code=0)
                     for n, out in replies.items()
                 )
-            )
+            ),
+            redacted=redacted,
         )
 
     with open_store(tmp_path) as history:
         recorder = history.begin_run(
-            kind="query", question=Question("SELECT 1"), scope={}, transport="ssh"
+            kind="query",
+            question=Question("SELECT 1"),
+            scope={},
+            transport="ssh",
+            redact_columns=redacted,
         )
-        with answer(outputs) as first:
+        with answer() as first:
             for node in first.nodes:
                 recorder.add_node(
                     node_id=node.node_id,
                     hostname=node.hostname,
                     status="ok",
-                    rows=node.iter_rows(),
+                    rows=row_block(node.data),
                 )
-        run_id = recorder.finish().run_id
+        run = history.get_run(recorder.finish().run_id)
+        assert run.redacted == ("password",)
         for fmt in ("json", "ndjson", "csv", "table"):
             original = io.BytesIO()
-            with answer(outputs) as printed:
+            with answer() as printed:
                 write_merged(printed, fmt, original)
             again = io.BytesIO()
-            rebuilt = {e.node_id: as_osqueryi_output(b) for e, b in history.node_blocks(run_id)}
-            with answer(rebuilt) as shown:
-                write_merged(shown, fmt, again)
+            write_run(history, run, fmt, again)
             assert again.getvalue() == original.getvalue(), fmt
+        assert b"hunter2" not in original.getvalue()
 
 
 def test_job_ids_and_unanswered_streaks_are_kept(tmp_path: Path) -> None:
@@ -339,17 +368,19 @@ def test_settings_helper_matches_defaults(tmp_path: Path) -> None:
     assert settings(tmp_path).path == HistorySettings.default(tmp_path).path
 
 
-def test_row_blocks_take_osqueryi_framing_or_refuse_it() -> None:
-    out = b'Connected to extension socket /x\n[\n  {"a":"1"},\n  {"a":"2"}\n]\n'
-    block = RowBlock.from_osqueryi_output(out, out.index(b"\n[") + 1)
-    assert (block.count, block.lines()) == (2, [b'{"a":"1"}', b'{"a":"2"}'])
-    assert block.ndjson() == b'{"a":"1"}\n{"a":"2"}\n'
-    assert as_osqueryi_output(block) == out[out.index(b"\n[") + 1 :]
-    assert RowBlock.from_osqueryi_output(b"[\n\n]\n", 0).count == 0
-    assert RowBlock.from_osqueryi_output(b"[\n  {}\n]\n", 0, count=1).count == 1
-    with pytest.raises(ValueError, match="framing"):
-        RowBlock.from_osqueryi_output(b'[{"a":"1"},{"a":"2"}]\n', 0)
-    with pytest.raises(ValueError, match="framing"):
-        RowBlock.from_osqueryi_output(b'[\n  {"a":"1"},\n', 0)  # truncated
-    with pytest.raises(ValueError, match="framing"):  # valid JSON, but not one row per line
-        RowBlock.from_osqueryi_output(b'[\n  {"a":\n"1"},\n  {"a":"2"}\n]\n', 0)
+def test_a_validated_node_becomes_a_block_without_a_copy_or_a_second_parse() -> None:
+    framed = b'Connected to extension socket /x\n[\n  {"a":"1"},\n  {"a":"2"}\n]\n'
+    spooled = tempfile.TemporaryFile()  # noqa: SIM115 - the answer closes it
+    spooled.write(framed)
+    odd = b'[\n  {"a":"1"},\n  {"b":"\\u00e9"}\n]\n'  # validation re-encodes these
+    with answer_of({"bytes": framed, "file": spooled, "lines": odd, "none": b"[\n\n]\n"}) as got:
+        blocks = {node.node_id: row_block(node.data) for node in got.nodes}
+        # In memory: a window onto what the node printed, nothing copied.
+        assert isinstance(blocks["bytes"].data, memoryview)
+        assert blocks["bytes"].data.obj is framed
+        for name in ("bytes", "file"):
+            assert (blocks[name].count, blocks[name].lines()) == (2, [b'{"a":"1"}', b'{"a":"2"}'])
+            assert as_osqueryi_output(blocks[name]) == framed[framed.index(b"\n[") + 1 :]
+        assert blocks["lines"].lines() == [b'{"a":"1"}', '{"b":"é"}'.encode()]
+        assert blocks["none"] == RowBlock(b"", 0)
+        assert as_osqueryi_output(blocks["none"]) == b"[\n\n]\n"

@@ -244,3 +244,39 @@ def test_late_answers_complete_a_run_and_are_marked_late(tmp_path: Path) -> None
     assert rows["n1"] == [b'{"name":"a","pid":"1"}']  # the forged late answer was ignored
     assert rows["n2"] == [b'{"name":"kworkerd","pid":"1"}']
     assert list(entries) == ["n1", "n2", "n3", "n4"]  # recorded order kept
+
+
+# --------------------------------------------------------------------------- compared nodes
+
+
+def test_only_nodes_whose_rows_changed_are_read_and_each_is_compared_as_a_multiset(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    base = [row(f"p{i}", str(i)) for i in range(40)]
+    with open_store(tmp_path, clock) as history:
+        record(
+            history,
+            [Node("same", base), Node("moved", base), Node("changed", base), Node("dup", base)],
+            started_at=clock(),
+        )
+        clock.advance(minutes=1)
+        record(
+            history,
+            [
+                Node("same", base),
+                Node("moved", list(reversed(base))),
+                Node("changed", [*base[5:], row("new", "99")]),
+                Node("dup", [*base, base[0]]),
+            ],
+            started_at=clock(),
+        )
+        diff = history.diff()
+        # Equal digests settle "same" without reading its rows.
+        assert [new.node_id for _, new in diff._pairs] == ["moved", "changed", "dup"]
+        found = events(diff)
+    assert [(a, n, c["name"]) for a, n, c in found] == [
+        *(("removed", "changed", f"p{i}") for i in range(5)),
+        ("added", "changed", "new"),
+        ("added", "dup", "p0"),
+    ]

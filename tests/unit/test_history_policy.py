@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,12 @@ def policy_run(history: History, clock: Clock, verdicts: dict[str, str]) -> str:
     return run_id
 
 
-def states(history: History, run_id: str, grace: float | None = None) -> dict[str, tuple]:
+def states(
+    history: History, run_id: str, grace: float | None = None, now: datetime | None = None
+) -> dict[str, tuple]:
     return {
         s.node_id: (s.verdict.value, s.transition, s.first_failed_at, s.last_passed_at, s.overdue)
-        for s in history.policy_states(run_id, grace_days=grace)
+        for s in history.policy_states(run_id, grace_days=grace, now=now)
     }
 
 
@@ -75,8 +78,13 @@ def test_grace_marks_failures_older_than_n_days(tmp_path: Path) -> None:
         policy_run(history, clock, {"web": "FAIL", "db": "PASS"})
         policy_run(history, clock, {"web": "FAIL", "db": "FAIL"})
         last = policy_run(history, clock, {"web": "FAIL", "db": "FAIL"})
-        # now = 3 days after the first run: web fails since 3 days, db since 2.
-        got = states(history, last, grace=2.5)
+        # As of the last run's start (the default, so a run's states never change): web
+        # fails since 2 days, db since 1.
+        got = states(history, last, grace=1.5)
+        assert got["web"][4] is True and got["db"][4] is False
+        assert states(history, last, grace=2.5)["web"][4] is False
+        # As of now = 3 days after the first run: web fails since 3 days, db since 2.
+        got = states(history, last, grace=2.5, now=clock())
         assert got["web"][4] is True and got["db"][4] is False
         assert all(not s[4] for s in states(history, last).values())
 

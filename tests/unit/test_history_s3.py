@@ -198,3 +198,46 @@ def test_a_bucket_that_goes_away_after_open_marks_the_run_incomplete_keeping_loc
     assert "s3://short-lived/gone/" in (outcome.note or "")
     assert run.note == outcome.note
     assert local == ["n1", "n2"]
+
+
+def test_a_query_recorded_with_store_s3_reads_back_with_duckdb_as_show_prints_it(
+    tmp_path: Path, server: S3Server
+) -> None:
+    """The command path: ``history.store: s3`` beside the results bucket of ``query.s3``."""
+    from tests.unit.test_history_commands import SSHD, Fleet, client_for
+
+    prefix = "cmd/history/"
+    fleet = Fleet(
+        tmp_path,
+        history={"store": "s3", "s3_prefix": prefix},
+        query={
+            "timeout": 30,
+            "s3": {
+                "bucket": BUCKET,
+                "endpoint": server.endpoint,
+                "access_key_id": {"env": "HK_ID"},
+                "secret_access_key": {"env": "HK_SECRET"},
+            },
+        },
+        environ={"HK_ID": KEY_ID, "HK_SECRET": SECRET_KEY},
+    )
+    answers = {"node-1": [SSHD, {"name": "cron", "pid": "2"}], "node-2": [SSHD], "node-3": []}
+    assert fleet.query(client_for(fleet, answers)) == 0, fleet.err
+    run_id = fleet.last_run()
+    assert fleet.show(run_id, "ndjson") == 0
+    shown = [json.loads(line) for line in fleet.out.splitlines()]
+    expected = [
+        {
+            "nodeID": row.pop("nodeID"),
+            "hostname": row.pop("hostname"),
+            "late": False,
+            "columns": row,
+        }
+        for row in shown
+    ]
+    got = [
+        {k: (dict(v) if k == "columns" else v) for k, v in row.items() if k in expected[0]}
+        for row in duckdb_rows(server, prefix)
+    ]
+    assert len(got) == 3
+    assert _canon(got) == _canon(expected)

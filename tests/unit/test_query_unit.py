@@ -13,12 +13,13 @@ import pytest
 
 from fleetkit.ask.answer import FleetAnswer, NodeResult, NodeStatus
 from fleetkit.ask.engine import Engine
+from fleetkit.ask.expected import Roster
 from fleetkit.ask.osqueryi import argv_safe_sql, osqueryi_command
 from fleetkit.ask.scope import parse_scope
 from fleetkit.ask.transport import Collected, NodeReply
 from fleetkit.ask.validate import settle
 from fleetkit.ask.via_bacalhau import BacalhauTransport, collect, expected_nodes
-from fleetkit.ask.via_ssh import ssh_reply
+from fleetkit.ask.via_ssh import ask_command, ssh_reply
 from fleetkit.clients.bacalhau import Execution, JobStatus, NodeState, OrchestratorError, Submitted
 from fleetkit.clients.s3 import ResultFetchError
 from fleetkit.clients.ssh import CommandResult, CommandTimeout, Outcome, SSHError
@@ -27,6 +28,7 @@ from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.selectors import parse_selector
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
+from fleetkit.hostfacts.identity import map_fleet
 from fleetkit.runtime import Runtime
 from tests.unit.test_results import osqueryi
 
@@ -310,7 +312,8 @@ def test_expected_set_with_hosts_and_selector() -> None:
     got = expected_nodes(nodes, parse_selector("env=lab"), wanted, publisher=None)
     assert got.ids == ["node-1"]
     assert list(got.missing) == ["node-9"]
-    assert got.pinnable
+    # Nodes without fleetkit's label are pinned by Bacalhau's name label.
+    assert got.pin(nodes) == {"Key": "name", "Operator": "in", "Values": ["node-1"]}
 
 
 # --------------------------------------------------------------------------- waiting
@@ -441,7 +444,8 @@ def test_ctrl_c_through_run_leaves_no_output_file(tmp_path: Path, fake: FakeCloc
         )
     assert client.stopped
     assert not target.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleetkit.yaml", "inventory"]
+    written = sorted(p.name for p in tmp_path.iterdir() if p.name != ".fleetkit")  # the history
+    assert written == ["fleetkit.yaml", "inventory"]
 
 
 def test_orchestrator_lost_while_waiting(tmp_path: Path, fake: FakeClock) -> None:
@@ -480,6 +484,75 @@ def test_hosts_pin_the_job_to_named_nodes(tmp_path: Path, fake: FakeClock) -> No
     constraints = client.submitted[0]["Job"]["Constraints"]
     assert {"Key": "name", "Operator": "in", "Values": ["node-2"]} in constraints
     assert {"Key": "role", "Operator": "=", "Values": ["osquery"]} in constraints
+
+
+def labelled(node_id: str, host: str, machine: str | None = None) -> NodeState:
+    """A node provisioned by fleetkit for inventory host ``host`` (any node ID)."""
+    return node_state(
+        node_id, labels={"fleetkit-host": host, "fleetkit-hostname": machine or node_id}
+    )
+
+
+def test_answers_are_filed_under_the_inventory_name_with_the_machine_hostname(
+    tmp_path: Path, fake: FakeClock
+) -> None:
+    """node-2 joined as ip-10-0-0-2 (a persisted name): found by its label, rows under node-2."""
+    rt = make_runtime(tmp_path, fake)
+    nodes = [
+        labelled("node-1", "node-1", "web-1.prod"),
+        labelled("ip-10-0-0-2", "node-2"),
+        labelled("node-3", "node-3", "db-3"),
+    ]
+    plan = {n.node_id: (0.1, done(n.node_id, [{"a": n.node_id}])) for n in nodes}
+    answer = ask(rt, ScriptedClient(fake, nodes, plan))
+    assert answer.complete and answer.expected == ("node-1", "node-2", "node-3")
+    rows = tagged(answer)
+    assert {"nodeID": "node-2", "hostname": "ip-10-0-0-2", "a": "ip-10-0-0-2"} in rows
+    assert {"nodeID": "node-1", "hostname": "web-1.prod", "a": "node-1"} in rows
+    assert not any(r["nodeID"] == "ip-10-0-0-2" for r in rows)
+
+    # --hosts node-2 reaches it: pinned by fleetkit's label, not by its node ID.
+    client = ScriptedClient(fake, nodes, {"ip-10-0-0-2": plan["ip-10-0-0-2"]})
+    answer = ask(rt, client, hosts="node-2")
+    assert [(n.node_id, n.hostname, n.status) for n in answer.nodes] == [
+        ("node-2", "ip-10-0-0-2", NodeStatus.OK)
+    ]
+    constraints = client.submitted[0]["Job"]["Constraints"]
+    assert {"Key": "fleetkit-host", "Operator": "in", "Values": ["node-2"]} in constraints
+
+
+def test_nodes_in_an_identity_conflict_are_named_and_never_merged(
+    tmp_path: Path, fake: FakeClock
+) -> None:
+    rt = make_runtime(tmp_path, fake)
+    nodes = [
+        labelled("node-1", "node-1"),
+        labelled("node-2", "node-2"),
+        labelled("impostor", "node-2"),  # a second node claiming node-2
+        labelled("node-3", "node-3"),
+    ]
+    # Both claimants run the job anyway (say the pin was not honoured): neither is merged.
+    plan = {n.node_id: (0.1, done(n.node_id, [{"a": n.node_id}])) for n in nodes}
+    client = ScriptedClient(fake, nodes, plan)
+    answer = ask(rt, client)
+    assert not answer.complete  # exit 1
+    by_id = {n.node_id: n for n in answer.nodes}
+    assert set(by_id) == {"node-1", "node-2", "node-3"}
+    assert by_id["node-2"].status is NodeStatus.MISSING
+    assert "identity conflict" in (by_id["node-2"].error or "")
+    assert "impostor" in (by_id["node-2"].error or "")
+    assert {r["a"] for r in tagged(answer)} == {"node-1", "node-3"}
+    pin = {"Key": "fleetkit-host", "Operator": "in", "Values": ["node-1", "node-3"]}
+    assert pin in client.submitted[0]["Job"]["Constraints"]
+
+
+def test_a_stranger_without_the_fleetkit_label_is_excluded(tmp_path: Path, fake: FakeClock) -> None:
+    rt = make_runtime(tmp_path, fake)
+    nodes = [labelled("node-1", "node-1"), labelled("node-2", "node-2"), node_state("rogue-1")]
+    plan = {n.node_id: (0.1, done(n.node_id, [{"a": n.node_id}])) for n in nodes}
+    answer = ask(rt, ScriptedClient(fake, nodes, {k: plan[k] for k in ("node-1", "node-2")}))
+    assert [(n.node_id, n.status) for n in answer.excluded] == [("rogue-1", NodeStatus.EXCLUDED)]
+    assert {r["a"] for r in tagged(answer)} == {"node-1", "node-2"}
 
 
 def test_no_matching_node_submits_nothing(tmp_path: Path, fake: FakeClock) -> None:
@@ -564,6 +637,22 @@ def test_ssh_outcomes_become_node_results() -> None:
     assert ssh_reply(slow).status is NodeStatus.TIMED_OUT
 
 
+def test_ssh_answers_carry_the_machine_hostname_printed_before_osqueryi() -> None:
+    """``uname -n`` runs first in the same command: node ID = inventory name, hostname = the
+    machine's; a line that is not a hostname is left for osqueryi's parser (never trusted)."""
+    host = Host("web-9", "127.0.0.1")
+    banner = b"Connected to extension socket /var/osquery/osquery.em for debugging\n"
+    for stdout, hostname in (
+        (b"ip-10-0-1-29\n" + banner + osqueryi([{"a": "1"}]), "ip-10-0-1-29"),
+        (b"\x1b[2J evil\n" + osqueryi([{"a": "1"}]), "web-9"),
+        (osqueryi([{"a": "1"}]), "web-9"),
+    ):
+        reply = ssh_reply(Outcome(host, value=CommandResult("web-9", "c", 0, stdout, b"")))
+        assert (reply.node_id, reply.hostname) == ("web-9", hostname)
+        assert settle(Collected((reply,))).nodes[0].rows() == [{"a": "1"}]
+    assert ask_command("/var/osquery/osquery.em").startswith("uname -n; sh -c ")
+
+
 def test_exit_status_logic() -> None:
     good = NodeResult("a", "a", NodeStatus.OK, exit_code=0)
     assert exit_status(FleetAnswer((good,), None, ("a",))) == ExitStatus.SUCCESS
@@ -642,11 +731,12 @@ def test_s3_route_and_missing_object(tmp_path: Path, fake: FakeClock) -> None:
         env=rt.env,
         store_factory=lambda settings, environ: store,  # type: ignore[arg-type,return-value]
     )
+    roster = Roster.of(map_fleet(rt.inventory.compute, three_nodes()), rt.inventory.compute)
     replies = collect(
         [published("node-1"), published("node-2")],
         ["node-1", "node-2"],
         scope_names=None,
-        inventory={"node-1", "node-2"},
+        roster=roster,
         include_unknown=False,
         timed_out=False,
         fetch=transport.fetch_published,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -11,8 +12,15 @@ from fleetkit.foundation.inventory import load_inventory
 from fleetkit.foundation.render import BUILTIN_TEMPLATES, Renderer
 from fleetkit.foundation.settings import load_settings
 from fleetkit.foundation.status import ConfigError
+from fleetkit.hostfacts.facts import FactView, FileLook, Hostname, Raw
 from fleetkit.hostfacts.roles import RoleContext, plan_for
-from fleetkit.hostfacts.steps import AbsentFileStep, FileStep, ServiceStep, TarballBinaryStep
+from fleetkit.hostfacts.steps import (
+    AbsentFileStep,
+    FileStep,
+    PlanContext,
+    ServiceStep,
+    TarballBinaryStep,
+)
 from tests.unit.test_settings import TOKEN, make_setup
 
 
@@ -57,8 +65,10 @@ def test_compute_config(tmp_path: Path) -> None:
     assert data["NameProvider"] == "hostname"
     assert data["DataDir"] == "/var/lib/bacalhau"
     assert data["API"]["Port"] == 1234
-    assert data["Labels"] == {"env": "test", "role": "osquery"}
-    assert list(data["Labels"]) == ["env", "role"]  # sorted
+    # The inventory's labels, and fleetkit's identity label (the hostname label
+    # is added from the host's own `uname -n` when the step plans on the host).
+    assert data["Labels"] == {"env": "test", "fleetkit-host": "node-1", "role": "osquery"}
+    assert list(data["Labels"]) == ["env", "fleetkit-host", "role"]  # sorted
     assert data["Compute"]["Enabled"] is True
     assert data["Compute"]["Orchestrators"] == ["nats://127.0.0.1:4222"]
     assert data["Compute"]["Auth"]["Token"] == TOKEN
@@ -150,7 +160,7 @@ def test_compute_plan_order(tmp_path: Path) -> None:
         "/etc/osquery/osquery.conf",
     )
     assert services[1].exec_start == (
-        "/usr/local/bin/bacalhau serve --config /etc/bacalhau/config.yaml"
+        "/usr/local/bin/bacalhau serve --config /etc/bacalhau/config.yaml --name node-1"
     )
 
 
@@ -158,8 +168,9 @@ def test_unit_runs_the_same_command_as_the_fallback(tmp_path: Path) -> None:
     make_setup(tmp_path)
     unit = _files(tmp_path, "orch-1")["/etc/systemd/system/bacalhau.service"]
     assert unit.systemd_only
-    assert "ExecStart=/usr/local/bin/bacalhau serve --config /etc/bacalhau/config.yaml\n" in (
-        unit.content
+    assert (
+        "ExecStart=/usr/local/bin/bacalhau serve --config /etc/bacalhau/config.yaml --name orch-1\n"
+        in unit.content
     )
     assert "EnvironmentFile=-/etc/bacalhau/env\n" in unit.content
 
@@ -172,7 +183,7 @@ def test_host_api_port_overrides_the_default(tmp_path: Path) -> None:
     make_setup(tmp_path, inventory=inventory)
     data = yaml.safe_load(_files(tmp_path, "node-1")["/etc/bacalhau/config.yaml"].content)
     assert data["API"]["Port"] == 4321
-    assert data["Labels"] == {}
+    assert data["Labels"] == {"fleetkit-host": "node-1"}
 
 
 # --- a project's templates override the shipped ones, file by file -------------------------
@@ -223,3 +234,61 @@ def test_without_project_templates_the_shipped_ones_are_used(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="template not found") as caught:
         renderer.render("nope.j2", {})
     assert str(BUILTIN_TEMPLATES) in str(caught.value)
+
+
+# --- node identity: the inventory name, the fleetkit labels, the machine's hostname ----------
+
+
+def _config_after_probe(tmp_path: Path, uname: str, exit_code: int = 0) -> dict[str, Any]:
+    """The compute config as planned on a host whose ``uname -n`` printed ``uname``."""
+    context = _context(tmp_path)
+    host = context.inventory.get("node-1")
+    assert host is not None
+    [config] = [s for s in plan_for(host, context).steps if getattr(s, "path", "") == CONFIG_PATH]
+    plan_context = PlanContext(host=host, service_manager="start-stop-daemon")
+    looks = config.looks(plan_context)
+    assert Hostname() in looks  # read in the host's one probe, no extra round trip
+    raws = {
+        FileLook(CONFIG_PATH): Raw(0, b"-\n", b""),
+        Hostname(): Raw(exit_code, uname.encode(), b""),
+    }
+    plan = config.plan(FactView.parsed(raws), plan_context)
+    [write] = plan.changes
+    assert write.stdin is not None
+    data: dict[str, Any] = yaml.safe_load(write.stdin.decode())
+    return data
+
+
+CONFIG_PATH = "/etc/bacalhau/config.yaml"
+
+
+def test_the_machine_hostname_label_comes_from_the_host_itself(tmp_path: Path) -> None:
+    make_setup(tmp_path)
+    labels = _config_after_probe(tmp_path, "ip-10-0-1-29\n")["Labels"]
+    assert labels["fleetkit-host"] == "node-1"
+    assert labels["fleetkit-hostname"] == "ip-10-0-1-29"
+    # An FQDN too long for a label value keeps its first DNS label.
+    long_fqdn = "ip-10-0-1-29." + "a" * 60 + ".compute.internal\n"
+    assert _config_after_probe(tmp_path, long_fqdn)["Labels"]["fleetkit-hostname"] == (
+        "ip-10-0-1-29"
+    )
+    # The host's word is hostile: garbage, or no answer, leaves the label out.
+    for junk, code in (("bad name; rm -rf /\n", 0), ("", 1), ("x" * 300 + "\n", 0)):
+        labels = _config_after_probe(tmp_path, junk, code)["Labels"]
+        assert "fleetkit-hostname" not in labels and labels["fleetkit-host"] == "node-1"
+
+
+def test_inventory_labels_may_not_use_fleetkit_identity_keys(tmp_path: Path) -> None:
+    inventory = (
+        "control_plane:\n  hosts:\n    orch-1: {address: 127.0.0.1, port: 1}\n"
+        "compute:\n  hosts:\n"
+        "    node-1: {address: 127.0.0.1, port: 2, labels: {fleetkit-host: node-2}}\n"
+    )
+    make_setup(tmp_path, inventory=inventory)
+    context = _context(tmp_path)
+    host = context.inventory.get("node-1")
+    assert host is not None
+    with pytest.raises(ConfigError) as caught:
+        plan_for(host, context)
+    assert caught.value.key == "node-1.labels.fleetkit-host"
+    assert "set by fleetkit" in str(caught.value)

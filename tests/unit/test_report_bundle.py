@@ -14,15 +14,8 @@ from pathlib import Path
 import pytest
 
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError, exit_status_for
-from fleetkit.report.bundle import (
-    FORMAT,
-    BundleError,
-    BundleRun,
-    Limits,
-    NodeVersions,
-    check_bundle,
-    write_bundle,
-)
+from fleetkit.report.bundle import FORMAT, BundleRun, NodeVersions, write_bundle
+from fleetkit.report.bundlecheck import BundleError, Limits, check_bundle
 from fleetkit.report.samples import lab_sample
 
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
@@ -39,7 +32,9 @@ def runs() -> list[BundleRun]:
             OUTPUT,
             finished_at=NOW - timedelta(minutes=4),
             nodes=(
-                NodeVersions("n-1", "node-1", "5.23.1", "v1.9.3"),
+                NodeVersions(
+                    "n-1", "node-1", "5.23.1", "v1.9.3", "run-0400", NOW - timedelta(hours=1)
+                ),
                 NodeVersions("n-2", "node-2", None, "v1.9.3"),
             ),
         ),
@@ -112,6 +107,8 @@ def test_bundle_holds_report_outputs_and_a_manifest_of_hashes(bundle: Path) -> N
         "hostname": "node-1",
         "osquery_version": "5.23.1",
         "bacalhau_version": "v1.9.3",
+        "verified_by": "run-0400",
+        "verified_at": "2026-11-27T08:30:00Z",
     }
     assert manifest["runs"][1]["file"] == "runs/run-0411.csv"
 

@@ -123,3 +123,76 @@ def test_fan_out_never_exceeds_its_parallelism() -> None:
 
     fan_out(_hosts(12), work, parallelism=4)
     assert peak == 4
+
+
+# --------------------------------------------------------------------------- hung hosts
+
+
+class _HungTransport:
+    """A session whose server never answers an exec request: only close() ends the wait."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class _HungChannel:
+    def __init__(self, transport: _HungTransport) -> None:
+        self.transport = transport
+
+    def get_transport(self) -> _HungTransport:
+        return self.transport
+
+    def exec_command(self, command: str) -> None:
+        # What paramiko does: wait for the reply with no timeout; a closed session ends it.
+        self.transport.closed.wait()
+        raise paramiko.SSHException("Channel closed.")
+
+
+def test_a_host_that_never_answers_the_exec_request_times_out_naming_it() -> None:
+    from fleetkit.clients.ssh import CommandTimeout
+    from fleetkit.clients.ssh.remote import Remote
+
+    remote = Remote(Host("node-2", "127.0.0.1"), connection=None, command_timeout=0.2)  # type: ignore[arg-type]
+    transport = _HungTransport()
+    with pytest.raises(CommandTimeout) as caught:
+        remote._start(_HungChannel(transport), "true", 0.2, "write /etc/osquery/osquery.flags")  # type: ignore[arg-type]
+    assert transport.closed.is_set()  # the session was given up, so the wait ended
+    assert caught.value.host == "node-2"
+    assert "timed out after 0.2s" in str(caught.value)
+    assert "write /etc/osquery/osquery.flags" in str(caught.value)
+
+
+def test_paramiko_logs_nothing_to_the_users_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from fleetkit.clients.ssh.connector import quiet_paramiko
+
+    quiet_paramiko()
+    quiet_paramiko()  # idempotent: one handler
+    logger = logging.getLogger("paramiko.transport")
+    logger.error("Exception (client): Error reading SSH protocol banner")
+    assert capsys.readouterr().err == ""
+    handlers = logging.getLogger("paramiko").handlers
+    assert sum(isinstance(h, logging.NullHandler) for h in handlers) == 1
+
+
+def test_a_connection_without_a_banner_says_so_not_no_existing_session() -> None:
+    from fleetkit.clients.ssh.connector import _stalled_handshake
+
+    class Transport:
+        def __init__(self, version: str, key: object, authenticated: bool = False) -> None:
+            self.remote_version, self.host_key = version, key
+            self.authenticated = authenticated
+
+        def is_authenticated(self) -> bool:
+            return self.authenticated
+
+    silent = _stalled_handshake(Transport("", None), 5)  # type: ignore[arg-type]
+    assert silent is not None and "sent no SSH banner within 5s" in silent
+    stuck = _stalled_handshake(Transport("SSH-2.0-OpenSSH_9.2", None), 5)  # type: ignore[arg-type]
+    assert stuck == "the SSH handshake did not complete within 5s"
+    assert _stalled_handshake(Transport("SSH-2.0-x", object()), 5) is None  # type: ignore[arg-type]
+    assert _stalled_handshake(None, 5) is None

@@ -51,6 +51,10 @@ TOKEN = "unit-test-node-token-0123456789"
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
+    return write_workdir(tmp_path)
+
+
+def write_workdir(tmp_path: Path) -> Path:
     """A minimal fleetkit setup: settings, a secret, an inventory of 1 + 2 hosts."""
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "node_token").write_text(TOKEN + "\n")
@@ -181,8 +185,17 @@ def healthy_raws(rt: Runtime, context: RoleContext, name: str) -> dict[str, Raw]
                 '[\n  {"ok":"1"}\n]\n'
             ),
             "flags": file_raw(osquery_role.flags_content(h, context), "644"),
+            "node_metadata": file_raw(metadata_text(name)),
         }
     return raws
+
+
+def metadata_text(node_name: str) -> str:
+    """A Bacalhau v1.9 ``system_metadata.yaml`` whose persisted name is ``node_name``."""
+    return (
+        "RepoVersion: 4\nInstanceID: i-0123\nLastUpdateCheck: 1970-01-01T00:00:00Z\n"
+        f"NodeName: {node_name}\n"
+    )
 
 
 def healthy_facts(rt: Runtime, context: RoleContext, name: str, **override: Raw) -> FactView:
@@ -196,13 +209,18 @@ def healthy_facts(rt: Runtime, context: RoleContext, name: str, **override: Raw)
     return FactView.parsed(facts)
 
 
+def healthy_labels(name: str) -> dict[str, str]:
+    """What a node provisioned by fleetkit for host ``name`` carries (machine named alike)."""
+    return {"role": "osquery", "env": "prod", "fleetkit-host": name, "fleetkit-hostname": name}
+
+
 def healthy_cluster(version: str = "v1.9.3", **per_node: dict[str, Any]) -> ClusterView:
-    base = {
-        "node-1": node_json("node-1", labels={"role": "osquery", "env": "prod"}),
-        "node-2": node_json("node-2", labels={"role": "osquery", "env": "prod"}),
-    }
+    """node-1 and node-2 as provisioned; ``per_node`` changes them or adds nodes (their
+    ``labels`` are merged into :func:`healthy_labels`)."""
+    base = {name: node_json(name, labels=healthy_labels(name)) for name in ("node-1", "node-2")}
     for name, changes in per_node.items():
-        base[name] = node_json(name, **{"labels": {"role": "osquery", "env": "prod"}, **changes})
+        labels = {**healthy_labels(name), **changes.get("labels", {})}
+        base[name] = node_json(name, **{**changes, "labels": labels})
     nodes = tuple(NodeState.from_json(n) for n in base.values())
     return ClusterView("http://10.0.0.1:1234", alive=True, version=version, nodes=nodes)
 
@@ -321,6 +339,7 @@ def test_healthy_fleet_passes_every_check(rt: Runtime, context: RoleContext) -> 
         "bacalhau.config",
         "bacalhau.agent",
         "cluster.node",
+        "cluster.identity",
         "cluster.approved",
         "cluster.labels",
         "cluster.features",

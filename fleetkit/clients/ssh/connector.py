@@ -18,6 +18,7 @@ will check.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,12 +121,23 @@ class _RefuseUntrusted(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
         raise refusal(self.host, self.known, hostname, key, self.where)
 
 
+def quiet_paramiko() -> None:
+    """Paramiko's own log lines (``Exception (client): Error reading SSH protocol
+    banner`` and a traceback, from its transport thread) never reach the user:
+    fleetkit reports every SSH failure itself, one line naming the host."""
+    logger = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
 class Connector:
     """Makes :class:`Remote` sessions with strict host keys and bounded timeouts."""
 
     def __init__(self, settings: SSHSettings, known_hosts: KnownHosts | None = None) -> None:
         self.settings = settings
         self.known_hosts = known_hosts or KnownHosts(settings.known_hosts)
+        quiet_paramiko()
 
     def _config(self) -> Config:
         overrides: dict[str, Any] = {"load_ssh_configs": self.settings.load_ssh_config}
@@ -210,9 +222,12 @@ class Connector:
                 f"{cell(exc, max_width=200)}",
             ) from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
+            timeout = self.settings.connect_timeout
+            transport = connection.client.get_transport()
+            why = _stalled_handshake(transport, timeout) or _reason(exc)
             connection.close()
             raise SSHError(
-                host.name, f"cannot connect to {destination(host, connection)}: {_reason(exc)}"
+                host.name, f"cannot connect to {destination(host, connection)}: {why}"
             ) from None
         _send_small_packets_at_once(connection)
         return Remote(host, connection, self.settings.command_timeout)
@@ -245,9 +260,8 @@ class Connector:
             transport.start_client(timeout=timeout)
             key = transport.get_remote_server_key()
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise SSHError(
-                host.name, f"SSH handshake with {where} failed: {_reason(exc)}"
-            ) from None
+            why = _stalled_handshake(transport, timeout) or _reason(exc)
+            raise SSHError(host.name, f"SSH handshake with {where} failed: {why}") from None
         finally:
             transport.close()
             connection.close()
@@ -289,6 +303,26 @@ def _send_small_packets_at_once(connection: Connection) -> None:
     if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _stalled_handshake(transport: paramiko.Transport | None, timeout: float) -> str | None:
+    """What happened when the TCP connection opened but no SSH session came of it.
+
+    Paramiko's ``start_client`` returns at its timeout without a word when the
+    host never sent its banner, and the next call fails with "No existing
+    session": say what really happened instead. None when the handshake is not
+    the problem.
+    """
+    if transport is None or transport.is_authenticated():
+        return None
+    if not transport.remote_version:
+        return (
+            f"the host accepted the connection but sent no SSH banner within {timeout:g}s "
+            "(hung, overloaded, or not an SSH server)"
+        )
+    if transport.host_key is None:
+        return f"the SSH handshake did not complete within {timeout:g}s"
+    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -93,7 +93,7 @@ class Remote:
         self, channel: paramiko.Channel, command: str, data: bytes | None, limit: float, shown: str
     ) -> CommandResult:
         channel.settimeout(limit)
-        channel.exec_command(command)
+        self._start(channel, command, limit, shown)
         errors: list[BaseException] = []
         err_chunks: list[bytes] = []
 
@@ -139,6 +139,42 @@ class Remote:
             stdout=b"".join(out_chunks),
             stderr=b"".join(err_chunks),
         )
+
+    def _start(self, channel: paramiko.Channel, command: str, limit: float, shown: str) -> None:
+        """``exec_command``, bounded by the command's limit.
+
+        Paramiko waits for the server's answer to the exec request with no
+        timeout at all (``Channel.settimeout`` covers reads and writes only), so
+        a host that stops answering mid-run would hold the caller forever. A
+        timer closes the session when the limit passes: the wait ends, and the
+        host is named as timed out (the session is unusable after that anyway).
+        """
+        transport = channel.get_transport()
+        expired = threading.Event()
+
+        def give_up() -> None:
+            expired.set()
+            transport.close()
+
+        timer = threading.Timer(limit, give_up)
+        timer.daemon = True
+        timer.start()
+        try:
+            channel.exec_command(command)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            if expired.is_set():
+                raise CommandTimeout(
+                    self.host.name,
+                    redact(
+                        f"command timed out after {limit:g}s: the host stopped answering "
+                        f"before the command started: {_short(shown)}"
+                    ),
+                ) from None
+            raise SSHError(
+                self.host.name, f"the host refused the command: {cell(exc, max_width=200)}"
+            ) from None
+        finally:
+            timer.cancel()
 
     def close(self) -> None:
         self.connection.close()

@@ -72,10 +72,12 @@ class RoleContext:
 
 def plan_for(host: Host, context: RoleContext) -> HostPlan:
     """The ordered steps that bring ``host`` to its role's desired state."""
-    from fleetkit.hostfacts.roles import bacalhau, osquery
+    from fleetkit.hostfacts.roles import bacalhau, osquery, watch
 
     if host.is_control_plane:
         steps = bacalhau.orchestrator_steps(host, context)
+        if context.settings.watch.enabled:  # after the orchestrator answers: the watch asks it
+            steps += watch.watch_steps(host, context)
     elif host.is_compute:
         steps = [*osquery.compute_steps(host, context), *bacalhau.compute_steps(host, context)]
     else:

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.settings import Settings
+from fleetkit.foundation.status import ConfigError
+from fleetkit.hostfacts.changes import StepPlan
+from fleetkit.hostfacts.facts import Fact, FactView, Hostname
+from fleetkit.hostfacts.identity import (
+    HOST_LABEL,
+    HOSTNAME_LABEL,
+    RESERVED_LABELS,
+    machine_hostname,
+)
 from fleetkit.hostfacts.packages import PackageRef
 from fleetkit.hostfacts.roles import RoleContext
 from fleetkit.hostfacts.services import ServiceSpec
@@ -15,6 +26,7 @@ from fleetkit.hostfacts.steps import (
     DirectoryStep,
     FileStep,
     OrchestratorAliveStep,
+    PlanContext,
     ServiceStep,
     Step,
     TarballBinaryStep,
@@ -32,7 +44,7 @@ def env_file_path(settings: Settings) -> str:
     return posixpath.join(posixpath.dirname(settings.bacalhau.config_path), "env")
 
 
-def bacalhau_service(settings: Settings) -> ServiceSpec:
+def bacalhau_service(settings: Settings, node_name: str | None = None) -> ServiceSpec:
     """The agent's command line, shared by the systemd unit and the fallback.
 
     It runs as root on purpose: a compute node's agent hands the query job
@@ -42,12 +54,25 @@ def bacalhau_service(settings: Settings) -> ServiceSpec:
     flag for the socket's group or mode.
     """
     b = settings.bacalhau
-    return ServiceSpec(
+    spec = ServiceSpec(
         name="bacalhau",
         argv=(b.install_path, "serve", "--config", b.config_path),
         unit="bacalhau.service",
         env_file=env_file_path(settings),
     )
+    return named_service(spec, node_name)
+
+
+def named_service(spec: ServiceSpec, node_name: str | None) -> ServiceSpec:
+    """The agent's command line for one node: ``--name <inventory name>``.
+
+    The identity rule (:mod:`fleetkit.hostfacts.identity`): the flag is the
+    only way to name a node (there is no config key), and Bacalhau uses it
+    only while no name is persisted in ``$DataDir/system_metadata.yaml``.
+    """
+    if not node_name:
+        return spec
+    return replace(spec, argv=(*spec.argv, "--name", node_name))
 
 
 def _common(host: Host, context: RoleContext) -> dict[str, Any]:
@@ -80,13 +105,34 @@ def orchestrator_config(host: Host, context: RoleContext) -> str:
     )
 
 
-def compute_config(host: Host, context: RoleContext) -> str:
+def node_labels(host: Host, machine: str | None) -> list[tuple[str, str]]:
+    """The compute node's ``Labels``: the inventory's, and fleetkit's identity labels.
+
+    ``fleetkit-host`` maps the node to ``host`` whatever its node ID; and
+    ``fleetkit-hostname`` carries the machine's own hostname (None: unknown
+    yet, left out) so merged answers keep it.
+    """
+    for key in RESERVED_LABELS:
+        if key in host.labels:
+            raise ConfigError(
+                f"label {key} is set by fleetkit (node identity); remove it from the inventory",
+                file=host.source or None,
+                key=f"{host.name}.labels.{key}",
+            )
+    labels = {**host.labels, HOST_LABEL: host.name}
+    if machine:
+        labels[HOSTNAME_LABEL] = machine
+    return sorted(labels.items())
+
+
+def compute_config(host: Host, context: RoleContext, machine: str | None = None) -> str:
+    """The compute node's config; ``machine`` is its hostname (``uname -n``) when known."""
     b = context.settings.bacalhau
     return context.renderer.render(
         "bacalhau-compute.yaml.j2",
         {
             **_common(host, context),
-            "labels": sorted(host.labels.items()),
+            "labels": node_labels(host, machine_hostname(machine)),
             "orchestrator": context.nats_url,
             "socket_dir": context.settings.osquery.socket_dir,
             "heartbeat_interval": b.heartbeat_interval,
@@ -112,7 +158,7 @@ def env_variables(context: RoleContext) -> list[tuple[str, str]] | None:
 
 
 def unit_content(host: Host, context: RoleContext) -> str:
-    service = bacalhau_service(context.settings)
+    service = bacalhau_service(context.settings, host.name)
     return context.renderer.render(
         "bacalhau.service.j2",
         {
@@ -135,7 +181,48 @@ def _binary_step(context: RoleContext) -> TarballBinaryStep:
     )
 
 
-def _tail(host: Host, context: RoleContext, config: str, template: str) -> list[Step]:
+@dataclass(frozen=True)
+class MachineFileStep(FileStep):
+    """A file whose content also depends on the host's own hostname (``uname -n``).
+
+    The compute config's ``fleetkit-hostname`` label: the content is rendered
+    once while planning (a template mistake stops the run before any host is
+    contacted) and again from the hostname read in the host's one probe, so
+    no extra round trip is spent on it.
+    """
+
+    render: Callable[[str | None], str] | None = field(default=None, compare=False, repr=False)
+
+    def looks(self, context: PlanContext) -> tuple[Fact[Any], ...]:
+        machine = (Hostname(),) if self.render is not None else ()
+        return (*super().looks(context), *machine)
+
+    def plan(self, facts: FactView, context: PlanContext) -> StepPlan:
+        if self.render is None:
+            return super().plan(facts, context)
+        rendered = replace(self, content=self.render(facts[Hostname()]), render=None)
+        return rendered.plan(facts, context)
+
+
+def _config_step(
+    context: RoleContext,
+    content: str,
+    template: str,
+    render: Callable[[str | None], str] | None = None,
+) -> FileStep:
+    """The agent's config file (mode 0600: it holds the node token)."""
+    return MachineFileStep(
+        path=context.settings.bacalhau.config_path,
+        content=content,
+        mode=0o600,
+        notify=_RESTART,
+        secret=True,
+        template=template,
+        render=render,
+    )
+
+
+def _tail(host: Host, context: RoleContext, config: FileStep) -> list[Step]:
     b = context.settings.bacalhau
     env_path = env_file_path(context.settings)
     variables = env_variables(context) if host.is_compute else None
@@ -156,14 +243,7 @@ def _tail(host: Host, context: RoleContext, config: str, template: str) -> list[
     return [
         _binary_step(context),
         DirectoryStep(b.data_dir, mode=0o700),
-        FileStep(
-            path=b.config_path,
-            content=config,
-            mode=0o600,
-            notify=_RESTART,
-            secret=True,
-            template=template,
-        ),
+        config,
         env_step,
         FileStep(
             path=UNIT_PATH,
@@ -173,17 +253,23 @@ def _tail(host: Host, context: RoleContext, config: str, template: str) -> list[
             systemd_only=True,
             template="bacalhau.service.j2",
         ),
-        ServiceStep(bacalhau_service(context.settings)),
+        ServiceStep(bacalhau_service(context.settings, host.name)),
     ]
 
 
 def orchestrator_steps(host: Host, context: RoleContext) -> list[Step]:
-    config = orchestrator_config(host, context)
-    steps = _tail(host, context, config, "bacalhau-orchestrator.yaml.j2")
+    template = "bacalhau-orchestrator.yaml.j2"
+    config = _config_step(context, orchestrator_config(host, context), template)
+    steps = _tail(host, context, config)
     steps.append(OrchestratorAliveStep(context.orchestrator_url, timeout=ALIVE_TIMEOUT))
     return steps
 
 
 def compute_steps(host: Host, context: RoleContext) -> list[Step]:
-    config = compute_config(host, context)
-    return _tail(host, context, config, "bacalhau-compute.yaml.j2")
+    """The compute node's steps; its config is rendered again with the host's own hostname."""
+
+    def render(machine: str | None) -> str:
+        return compute_config(host, context, machine)
+
+    config = _config_step(context, render(None), "bacalhau-compute.yaml.j2", render)
+    return _tail(host, context, config)
