@@ -171,7 +171,8 @@ def fleetkit_lab(lab: Lab) -> dict[str, Run]:
 
 
 def pyinfra_lab(lab: Lab) -> dict[str, Run]:
-    rendered = render_run(lab.environ(), str(lab.workdir), lab.workdir / "pyinfra")
+    machines = {h.name: h.hostname for h in lab.hosts}
+    rendered = render_run(lab.environ(), str(lab.workdir), lab.workdir / "pyinfra", machines)
     parallel = str(lab.settings["ssh"]["parallelism"])
     argv = [str(pyinfra_bin()), "-y", "--parallel", parallel, str(rendered.inventory), str(DEPLOY)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEETKIT_", "PYINFRA_"))}
@@ -191,18 +192,16 @@ LAB_RUNNERS: dict[str, Callable[[Lab], dict[str, Run]]] = {
 
 
 def one_lab(root: Path, tool: str, size: int, setting: Setting) -> dict[str, Run]:
-    """A fresh lab for ``tool``; a lab that fails gets one more fresh try (the failure printed)."""
-    for attempt in (1, 2):
-        lab = fresh_lab(root, tool, size, setting)
-        try:
-            return LAB_RUNNERS[tool](lab)
-        except SystemExit as exc:
-            if attempt == 2:
-                raise
-            print(f"  a {size}-host {tool} lab failed; retrying once with a fresh lab:\n{exc}")
-        finally:
-            lab.down()
-    raise AssertionError("unreachable")
+    """A fresh lab for ``tool``, provisioned twice and checked; always torn down.
+
+    No retry: a lab that fails ends the benchmark with its output (a flaky lab
+    is a bug to fix, not noise to average away).
+    """
+    lab = fresh_lab(root, tool, size, setting)
+    try:
+        return LAB_RUNNERS[tool](lab)
+    finally:
+        lab.down()
 
 
 Results = dict[str, dict[str, list[Run]]]  # tool -> run -> one Run per repeat

@@ -10,7 +10,10 @@ uses) and writes, under one directory:
   (paths, modes, owners, the service command lines fleetkit's
   start-stop-daemon fallback runs, the socket wait, the orchestrator URL);
 - ``files/<host>/...``: every file's rendered content, byte for byte what
-  fleetkit would write;
+  fleetkit would write (a file that carries the host's own hostname, the
+  compute config's ``fleetkit-hostname`` label, is rendered with the name the
+  caller says the host has: fleetkit reads it in its probe, the deploy gets it
+  for free);
 - ``packages/``: the osquery .deb and the bacalhau binary, taken from
   fleetkit's :class:`~fleetkit.hostfacts.packages.PackageStore` (so both went
   through the same pinned SHA-256 check on this machine);
@@ -28,7 +31,8 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ from fleetkit.foundation.environment import Environment
 from fleetkit.foundation.inventory import Host
 from fleetkit.hostfacts.packages import PackageStore
 from fleetkit.hostfacts.provisioning import build_plans
+from fleetkit.hostfacts.roles.bacalhau import MachineFileStep
 from fleetkit.hostfacts.services import ServiceSpec, StartStopDaemon
 from fleetkit.hostfacts.steps import (
     AbsentFileStep,
@@ -68,8 +73,13 @@ class RenderedRun:
     hosts: int
 
 
-def render_run(environ: dict[str, str], cwd: str, out: Path) -> RenderedRun:
-    """Render every inventory host's plan (fleetkit's settings from ``environ``/``cwd``)."""
+def render_run(
+    environ: dict[str, str], cwd: str, out: Path, machine_names: Mapping[str, str]
+) -> RenderedRun:
+    """Render every inventory host's plan (fleetkit's settings from ``environ``/``cwd``).
+
+    ``machine_names``: each host's own hostname (``uname -n``), by inventory name.
+    """
     rt = Runtime(
         env=Environment(stdout=io.StringIO(), stderr=io.StringIO(), environ=environ, cwd=cwd)
     )
@@ -78,7 +88,7 @@ def render_run(environ: dict[str, str], cwd: str, out: Path) -> RenderedRun:
     plans = build_plans(rt, hosts)
     store = PackageStore(rt.settings, rt.http_session_factory)
     out.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(out, store)
+    writer = _Writer(out, store, machine_names)
     manifest: dict[str, Any] = {"version": MANIFEST_VERSION, "hosts": {}}
     for plan in plans:
         manifest["hosts"][plan.host.name] = {
@@ -104,9 +114,10 @@ def render_run(environ: dict[str, str], cwd: str, out: Path) -> RenderedRun:
 class _Writer:
     """Turns plan steps into manifest entries, writing the files they upload."""
 
-    def __init__(self, out: Path, store: PackageStore) -> None:
+    def __init__(self, out: Path, store: PackageStore, machine_names: Mapping[str, str]) -> None:
         self.out = out
         self.store = store
+        self.machine_names = machine_names
         self.ssd = StartStopDaemon()
 
     def _file(self, relative: str, data: bytes) -> str:
@@ -117,6 +128,9 @@ class _Writer:
         return str(path)
 
     def step(self, host: Host, step: Step) -> dict[str, Any]:
+        if isinstance(step, MachineFileStep) and step.render is not None:
+            content = step.render(self.machine_names[host.name])
+            step = replace(step, content=content, render=None)
         if isinstance(step, FileStep):
             name = step.path.strip("/").replace("/", "__")
             return {
