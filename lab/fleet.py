@@ -21,7 +21,7 @@ import re
 import secrets
 import shutil
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -407,7 +407,7 @@ class Lab(LabSetup):
         shared = self.network is None
         ports = self._free_ports(2 * len(wanted)) if shared else []
         agents = sum(entry.role == COMPUTE for _, entry in wanted)
-        agent_ports = iter(self._reserve_ports(agents) if shared else [])
+        agent_ports = iter(self._reserve_ports(agents, also_exclude=ports) if shared else [])
         made: list[LabHost] = []
         for offset, (name, entry) in enumerate(wanted):
             index = first + offset
@@ -459,9 +459,13 @@ class Lab(LabSetup):
         """Ports free now and not already given to a daemon of this lab that has yet to bind."""
         return free_ports(count, exclude=self._ports_in_use())
 
-    def _reserve_ports(self, count: int) -> list[int]:
-        """Free ports for daemons that bind late (agents, orchestrator), held until ``down``."""
-        held = reserve_ports(count, exclude=self._ports_in_use())
+    def _reserve_ports(self, count: int, also_exclude: Collection[int] = ()) -> list[int]:
+        """Free ports for daemons that bind late (agents, orchestrator), held until ``down``.
+
+        ``also_exclude``: ports just chosen for daemons not created yet (a held port
+        would keep them from binding).
+        """
+        held = reserve_ports(count, exclude={*self._ports_in_use(), *also_exclude})
         self._held_ports += held
         return [s.getsockname()[1] for s in held]
 
