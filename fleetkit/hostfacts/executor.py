@@ -148,12 +148,19 @@ class HostRun:
             )
         return FactView.parsed(found)
 
-    def execute(self, steps: Sequence[Step]) -> RunOutcome:
+    def execute(
+        self, steps: Sequence[Step], *, gate: Callable[[], str | None] | None = None
+    ) -> RunOutcome:
+        """Probe, plan, change. ``gate``: asked once the facts are read and before any
+        change (it may block): a reason not to touch the host, or None to go on."""
         outcome = RunOutcome()
         try:
             facts = self.read_facts([f for step in steps for f in step.looks(self.context)])
         except FleetkitError as exc:
             return self._stopped(outcome, LOOK_STEP, exc)
+        if gate is not None and (reason := gate()) is not None:
+            outcome.error = reason
+            return self._done(outcome)
         pending: list[_Pending] = []
         for step in steps:
             try:
