@@ -86,7 +86,10 @@ def parse_latencies(text: str) -> list[Setting]:
 
 
 def one_lab(root: Path, size: int, setting: Setting) -> dict[str, Measured]:
-    """A fresh lab of ``size`` compute hosts; every case once, in order."""
+    """A fresh lab of ``size`` compute hosts; every case once, in order.
+
+    No retry: a lab that fails ends the benchmark with its output.
+    """
     workdir = Path(tempfile.mkdtemp(prefix=f"lat-{size}-", dir=root))
     results: dict[str, Measured] = {}
     with Lab(workdir, compute=size, latency=setting.latency, detach=False) as lab:
@@ -99,15 +102,6 @@ def one_lab(root: Path, size: int, setting: Setting) -> dict[str, Measured]:
             else:
                 results[case.key] = measure(lab, *case.argv, ok=case.ok)
     return results
-
-
-def one_lab_retried(root: Path, size: int, setting: Setting) -> dict[str, Measured]:
-    """:func:`one_lab`; a lab that fails gets one more fresh try, and the failure is printed."""
-    try:
-        return one_lab(root, size, setting)
-    except SystemExit as exc:
-        print(f"  a {size}-host lab failed; retrying once with a fresh lab. Failure:\n{exc}")
-        return one_lab(root, size, setting)
 
 
 def ratio_line(case: Case, times: dict[int, float], small: int, large: int, at_40: bool) -> str:
@@ -131,6 +125,14 @@ def report(
         cells = "".join(f"{times[n]:>10.2f} s" for n in sizes)
         ratio = ratio_line(case, times, small, large, setting.latency == 0.040)
         print(f"{case.title:<24}{cells}   {ratio if small != large else ''}")
+    print("CPU seconds (medians): fleetkit's process (the client) | the whole machine (lab too)")
+    for case in CASES:
+        cells = "".join(
+            f"{median([r[case.key].cpu for r in runs[n]]):>6.2f} |"
+            f"{median([r[case.key].machine_cpu for r in runs[n]]):>5.1f}"
+            for n in sizes
+        )
+        print(f"{case.title:<24}{cells}")
     last = runs[large][-1]
     names = sorted(last["first"].usage.hosts)
     compute = [n for n in names if n.startswith("node-")]
@@ -181,7 +183,7 @@ def main() -> None:
             runs: dict[int, list[dict[str, Measured]]] = defaultdict(list)
             for _ in range(args.repeats):  # sizes interleaved: drift hits both alike
                 for size in sizes:
-                    runs[size].append(one_lab_retried(Path(tmp), size, setting))
+                    runs[size].append(one_lab(Path(tmp), size, setting))
                     print(
                         f"  [{time.perf_counter() - started:6.0f} s] {setting.label}, "
                         f"{size} hosts: first provision "
