@@ -167,7 +167,7 @@ def fleetkit_lab(lab: Lab) -> dict[str, Run]:
 def pyinfra_lab(lab: Lab) -> dict[str, Run]:
     machines = {h.name: h.hostname for h in lab.hosts}
     rendered = render_run(lab.environ(), str(lab.workdir), lab.workdir / "pyinfra", machines)
-    parallel = str(lab.settings["ssh"]["parallelism"])
+    parallel = str(rendered.parallelism)
     argv = [str(pyinfra_bin()), "-y", "--parallel", parallel, str(rendered.inventory), str(DEPLOY)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEETKIT_", "PYINFRA_"))}
     env.pop("VIRTUAL_ENV", None)

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from fleetkit.foundation.settings import SSHSettings  # noqa: E402
 from lab.counters import Snapshot, snapshot, usage  # noqa: E402
 from lab.fleet import Lab  # noqa: E402
 from lab.hosts import LabHost  # noqa: E402
@@ -89,11 +90,12 @@ def measure(lab: Lab, *argv: str, ok: Iterable[int] = (0,)) -> Measured:
     return Measured(tuple(argv), elapsed, result.exit_code, usage(before, after), cpu, busy)
 
 
-def ssh_floor(lab: Lab, parallelism: int = 32) -> Measured:
+def ssh_floor(lab: Lab, parallelism: int | None = None) -> Measured:
     """The floor of any SSH fan-out here: plain Paramiko, connect + ``true`` on every compute host.
 
-    Same pool size as the lab's fleetkit settings, same keys and pinned host keys,
-    TCP_NODELAY; nothing of fleetkit. What a command costs above this is fleetkit's.
+    Same pool size as fleetkit's default ``ssh.parallelism`` (the lab keeps it), same
+    keys and pinned host keys, TCP_NODELAY; nothing of fleetkit. What a command costs
+    above this is fleetkit's.
     """
     key = paramiko.Ed25519Key.from_private_key_file(str(lab.identity_file))
 
@@ -121,7 +123,7 @@ def ssh_floor(lab: Lab, parallelism: int = 32) -> Measured:
     before = snapshot(lab)
     cpu, busy = process_cpu(), machine_busy_seconds()
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=parallelism) as pool:
+    with ThreadPoolExecutor(max_workers=parallelism or SSHSettings("").parallelism) as pool:
         list(pool.map(touch, lab.compute_hosts))
     elapsed = time.perf_counter() - started
     cpu, busy = process_cpu() - cpu, machine_busy_seconds() - busy

@@ -71,6 +71,8 @@ class RenderedRun:
     inventory: Path
     manifest: Path
     hosts: int
+    #: fleetkit's ``ssh.parallelism`` for this lab (pyinfra gets the same ``--parallel``).
+    parallelism: int
 
 
 def render_run(
@@ -108,7 +110,7 @@ def render_run(
         manifest=manifest_path,
         connect_timeout=ssh.connect_timeout,
     )
-    return RenderedRun(out, inventory, manifest_path, len(hosts))
+    return RenderedRun(out, inventory, manifest_path, len(hosts), ssh.parallelism)
 
 
 class _Writer:
