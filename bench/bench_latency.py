@@ -24,6 +24,7 @@ Needs root, like the lab. Labs live under a temp dir and are torn down.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -125,6 +126,13 @@ def report(
         cells = "".join(f"{times[n]:>10.2f} s" for n in sizes)
         ratio = ratio_line(case, times, small, large, setting.latency == 0.040)
         print(f"{case.title:<24}{cells}   {ratio if small != large else ''}")
+    if small != large:
+        floor = {n: median([r["floor"].seconds for r in runs[n]]) for n in sizes}
+        print(
+            f"(the SSH floor, no fleetkit, grows {floor[large] / floor[small]:.2f}x here: "
+            f"{os.cpu_count()} cores serve fleetkit and all {large + 1} lab hosts, so a command "
+            "whose hosts' work saturates them grows with the machine, not with fleetkit)"
+        )
     print("CPU seconds (medians): fleetkit's process (the client) | the whole machine (lab too)")
     for case in CASES:
         cells = "".join(

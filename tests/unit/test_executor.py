@@ -29,7 +29,14 @@ from fleetkit.hostfacts.probe import (
     shell_command,
 )
 from fleetkit.hostfacts.steps import OrchestratorAliveStep, PlanContext, SocketStep, Step
-from tests.unit.fakehost import LocalRemote, ScriptedRemote, context, run_steps, tar_of
+from tests.unit.fakehost import (
+    LocalRemote,
+    ScriptedRemote,
+    context,
+    quiet_env,
+    run_steps,
+    tar_of,
+)
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,23 @@ def test_a_wait_that_never_holds_names_its_step_after_the_steps_before_it() -> N
     assert outcome.failed_step == "socket /s.em"
     assert "did not appear within 1s" in (outcome.error or "")
     assert len(remote.batches) == 1  # touch b was never sent again
+
+
+def test_a_closed_gate_after_the_probe_leaves_the_host_untouched() -> None:
+    """Provisioning's gate: facts are read, then nothing changes when the gate says no."""
+    remote = ScriptedRemote(facts=absent("a"))
+    asked: list[bool] = []
+
+    def gate() -> str:
+        asked.append(True)
+        return "not touched: the control plane failed"
+
+    run = HostRun(remote, context(), quiet_env())
+    outcome = run.execute([Touch("a")], gate=gate)
+    assert asked == [True] and remote.batches == [] and outcome.round_trips == 1
+    assert outcome.error == "not touched: the control plane failed" and outcome.records == []
+    opened = HostRun(ScriptedRemote(facts=absent("a")), context(), quiet_env())
+    assert opened.execute([Touch("a")], gate=lambda: None).records[0].result.changed
 
 
 def test_the_first_failing_change_stops_the_run_and_names_its_step() -> None:
