@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The quick start: a local lab fleet (1 control plane + 3 compute hosts, real sshd in namespaces,
-# stand-in osquery and Bacalhau packages), provisioned by fleetkit, checked, and asked one question.
+# stand-in osquery and Bacalhau packages), provisioned by fleetkit, checked, asked questions, and
+# its recorded runs listed and turned into the fleet report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
@@ -21,3 +22,5 @@ invoke query "SELECT u.username, k.path, k.encrypted, k.key_type FROM users u CR
 invoke policy                     # compliance pack: every SSH key encrypted and elliptic-curve
 invoke hunt --path /var/www/htdocs/wp-content/themes/goldenrod/functions.php \
     --sha256 ef59adcbcf15a19cd742cfc3f3d45da135684eab56e042726a4fd4e4b77e94a6   # the post's trojan
+invoke history                    # every run above, recorded in .lab/.fleetkit/history.db
+invoke report --output .lab/report.html   # the fleet at a glance: one static HTML file

@@ -139,7 +139,7 @@ class Story:
 def from_lab(report: Path) -> None:
     """Tell the story on a new lab (torn down after), ending with ``report`` written."""
     with tempfile.TemporaryDirectory(prefix="fleetkit-screenshot-lab-") as tmp:
-        lab = Lab(Path(tmp) / "lab", compute=3, netns=True).up()
+        lab = Lab(Path(tmp) / "lab", compute=3, netns=True, cloud_hostnames=True).up()
         try:
             Story(lab).tell(report)
         finally:

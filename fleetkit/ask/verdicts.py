@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any, Protocol
 
 from fleetkit.ask.answer import NodeResult
@@ -27,13 +26,7 @@ from fleetkit.ask.engine import Asker
 from fleetkit.ask.scope import Question, Scope
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.status import ExitStatus
-
-
-class Verdict(StrEnum):
-    PASS = "PASS"
-    FAIL = "FAIL"
-    UNKNOWN = "UNKNOWN"
-    ERROR = "ERROR"
+from fleetkit.history.policy import Verdict as Verdict  # one vocabulary, stored as judged
 
 
 class PolicyLike(Protocol):

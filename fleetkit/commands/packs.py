@@ -28,6 +28,7 @@ from fleetkit.ask.packs import (
     pack_files_in,
 )
 from fleetkit.foundation.atomic import atomic_write
+from fleetkit.foundation.output import check_output_path
 from fleetkit.foundation.settings import DEFAULT_DISABLED_TABLES
 from fleetkit.foundation.status import ConfigError, ExitStatus, UsageError
 from fleetkit.foundation.table import render_table
@@ -193,6 +194,7 @@ def run_import(rt: Runtime, file: str, kind: str = "inventory", output: str = ""
     target = Path(rt.env.cwd, output) if output else None
     if target is not None and target.resolve() == source.resolve():
         raise UsageError("--output is the file being imported: write the pack elsewhere")
+    check_output_path(str(target) if target is not None else None)
     context = pack_context(rt)
     if context.note:
         rt.env.say(context.note)

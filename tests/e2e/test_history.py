@@ -55,7 +55,7 @@ def test_diff_shows_exactly_the_process_started_between_two_runs(provisioned_lab
             {
                 "action": "added",
                 "nodeID": "node-2",
-                "hostname": "node-2",
+                "hostname": host.hostname,  # the machine's own (ip-10-... in the lab)
                 "columns": {"cmdline": "sleep 3599.25", "name": "sleep", "pid": pid},
             }
         ], second.stderr
@@ -99,7 +99,11 @@ def test_policy_state_newly_failing_still_failing_fixed(provisioned_lab: Lab) ->
         assert (still["status"], still["transition"]) == ("FAIL", "still_failing")
         assert still["first_failed_at"] == planted["first_failed_at"]
         table = run_cli(lab, "policy", "--grace", "0.00001")
-        assert re.search(rf"{SSH_RULE}\s+high\s+node-2\s+FAIL\s+still failing", table.stdout)
+        # the host named by its inventory name, the machine's own hostname beside it
+        assert re.search(
+            rf"{SSH_RULE}\s+high\s+(node-2\b.*|\S+ \(node-2\))\s+FAIL\s+still failing",
+            table.stdout,
+        ), table.stdout
         assert "OVERDUE" in table.stdout
     finally:
         host.sh(f"rm -f {key} {key}.pub")

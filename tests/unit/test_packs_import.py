@@ -312,3 +312,10 @@ def test_any_sql_and_description_round_trip_exactly(tmp_path: Path, sql: str) ->
     pack = load_pack(tmp_path / "p.yaml", ())
     assert pack.queries[0].query == sql.strip()
     assert pack.queries[0].description == sql.strip()
+
+
+def test_an_output_in_a_missing_directory_is_bad_input_naming_it(tmp_path: Path) -> None:
+    status, stdout, stderr = run_import(tmp_path, ODD_PACK, output="missing/new.yaml")
+    assert status == ExitStatus.BAD_INPUT
+    assert "missing" in stderr and "does not exist" in stderr
+    assert "internal error" not in stderr and stdout == ""

@@ -196,3 +196,101 @@ def test_a_connection_without_a_banner_says_so_not_no_existing_session() -> None
     assert stuck == "the SSH handshake did not complete within 5s"
     assert _stalled_handshake(Transport("SSH-2.0-x", object()), 5) is None  # type: ignore[arg-type]
     assert _stalled_handshake(None, 5) is None
+
+
+# --------------------------------------------------------------------------- hostile output
+
+
+class _ScriptedChannel:
+    """A host's session that prints what the test scripts, a chunk per read, each after
+    ``pause`` seconds (honouring the read timeout as paramiko does)."""
+
+    def __init__(self, chunks: list[bytes], pause: float = 0.0, stderr: bytes = b"") -> None:
+        self.chunks = list(chunks)
+        self.pause = pause
+        self.stderr = [stderr] if stderr else []
+        self.timeout: float | None = None
+        self.closed = False
+        self.status_event = threading.Event()
+        self.status_event.set()
+        self.reads = 0
+
+    def settimeout(self, timeout: float) -> None:
+        self.timeout = timeout
+
+    def get_transport(self) -> _HungTransport:
+        return _HungTransport()
+
+    def exec_command(self, command: str) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        pass
+
+    def shutdown_write(self) -> None:
+        pass
+
+    def recv(self, size: int) -> bytes:
+        if self.closed or not self.chunks:
+            return b""
+        if self.timeout is not None and self.pause > self.timeout:
+            time.sleep(self.timeout)
+            raise TimeoutError
+        time.sleep(self.pause)
+        self.reads += 1
+        return self.chunks.pop(0)
+
+    def recv_stderr(self, size: int) -> bytes:
+        return self.stderr.pop(0) if self.stderr and not self.closed else b""
+
+    def close(self) -> None:
+        self.closed = True
+
+    def recv_exit_status(self) -> int:
+        return 0
+
+
+def _remote(limit: float, max_stdout: int = 1 << 20) -> object:
+    from fleetkit.clients.ssh.remote import Remote
+
+    return Remote(Host("node-2", "127.0.0.1"), None, limit, max_stdout=max_stdout)  # type: ignore[arg-type]
+
+
+def test_a_host_trickling_its_output_cannot_stretch_the_command_past_its_limit() -> None:
+    from fleetkit.clients.ssh import CommandTimeout
+
+    # Each read well inside the limit, but 60 of them (3 s) are far beyond it.
+    channel = _ScriptedChannel([b"x"] * 60, pause=0.05)
+    with pytest.raises(CommandTimeout) as caught:
+        _remote(0.5)._exchange(channel, "osqueryi", None, 0.5, "osqueryi --json")  # type: ignore[attr-defined]
+    assert caught.value.host == "node-2"
+    assert "timed out after 0.5s" in str(caught.value)
+    assert channel.reads < 60
+
+
+def test_a_host_flooding_stdout_is_an_error_naming_it_and_reading_stops() -> None:
+    from fleetkit.clients.ssh import SSHError
+
+    channel = _ScriptedChannel([b"y" * 1024] * 1000)
+    with pytest.raises(SSHError) as caught:
+        _remote(5.0, max_stdout=10 * 1024)._exchange(channel, "cat", None, 5.0, "cat big")  # type: ignore[attr-defined]
+    assert caught.value.host == "node-2"
+    assert "stdout over the limit of 10240 bytes" in str(caught.value)
+    assert channel.closed and channel.reads == 11
+
+
+def test_a_host_flooding_stderr_is_an_error_naming_it() -> None:
+    from fleetkit.clients.ssh import SSHError
+    from fleetkit.clients.ssh.remote import MAX_STDERR_BYTES
+
+    channel = _ScriptedChannel([b"ok"], stderr=b"e" * (MAX_STDERR_BYTES + 1))
+    with pytest.raises(SSHError) as caught:
+        _remote(5.0)._exchange(channel, "true", None, 5.0, "true")  # type: ignore[attr-defined]
+    assert "stderr over the limit" in str(caught.value)
+
+
+def test_a_well_behaved_host_gets_its_whole_output_back() -> None:
+    channel = _ScriptedChannel([b"a" * 1000, b"b" * 1000], stderr=b"warning\n")
+    result = _remote(5.0)._exchange(channel, "true", None, 5.0, "true")  # type: ignore[attr-defined]
+    assert result.stdout == b"a" * 1000 + b"b" * 1000
+    assert result.stderr == b"warning\n" and result.exit_code == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import threading
+import time
 from dataclasses import dataclass
 
 import paramiko
@@ -14,6 +15,12 @@ from fleetkit.clients.ssh.known_hosts import known_hosts_name
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.secrets import redact
 from fleetkit.foundation.table import cell
+
+#: What one command may print before it is an error (as much as the orchestrator
+#: client accepts in one answer: a node's query result travels the same way).
+MAX_STDOUT_BYTES = 64 * 1024 * 1024
+#: stderr carries diagnostics only.
+MAX_STDERR_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,18 @@ class CommandResult:
 class Remote:
     """One open SSH session to one host. Commands run as root (sudo when needed)."""
 
-    def __init__(self, host: Host, connection: Connection, command_timeout: float) -> None:
+    def __init__(
+        self,
+        host: Host,
+        connection: Connection,
+        command_timeout: float,
+        *,
+        max_stdout: int = MAX_STDOUT_BYTES,
+    ) -> None:
         self.host = host
         self.connection = connection
         self.command_timeout = command_timeout
+        self.max_stdout = max_stdout
 
     @property
     def reached(self) -> str:
@@ -92,9 +107,18 @@ class Remote:
     def _exchange(
         self, channel: paramiko.Channel, command: str, data: bytes | None, limit: float, shown: str
     ) -> CommandResult:
+        """Send stdin, read both streams and the exit status, all within one deadline.
+
+        The host chooses every byte here: ``limit`` bounds the whole exchange (a
+        host trickling a byte at a time cannot stretch it), and each stream is
+        capped (:data:`MAX_STDOUT_BYTES`, :data:`MAX_STDERR_BYTES`) so a flood
+        is an error naming the host, not a process that eats the admin machine.
+        """
+        deadline = time.monotonic() + limit
         channel.settimeout(limit)
         self._start(channel, command, limit, shown)
         errors: list[BaseException] = []
+        overflow: list[str] = []
         err_chunks: list[bytes] = []
 
         def feed() -> None:
@@ -106,8 +130,14 @@ class Remote:
                 errors.append(exc)
 
         def drain_stderr() -> None:
+            size = 0
             try:
                 while chunk := channel.recv_stderr(65536):
+                    size += len(chunk)
+                    if size > MAX_STDERR_BYTES:
+                        overflow.append(f"stderr over the limit of {MAX_STDERR_BYTES} bytes")
+                        channel.close()  # ends the stdout read too
+                        return
                     err_chunks.append(chunk)
             except (OSError, paramiko.SSHException) as exc:
                 errors.append(exc)
@@ -118,17 +148,15 @@ class Remote:
         ]
         for thread in helpers:
             thread.start()
-        out_chunks: list[bytes] = []
-        try:
-            while chunk := channel.recv(65536):
-                out_chunks.append(chunk)
-        except TimeoutError:
-            raise CommandTimeout(
-                self.host.name, redact(f"command timed out after {limit:g}s: {_short(shown)}")
-            ) from None
+        timed_out = CommandTimeout(
+            self.host.name, redact(f"command timed out after {limit:g}s: {_short(shown)}")
+        )
+        out_chunks = self._read_stdout(channel, deadline, timed_out, overflow)
         for thread in helpers:
-            thread.join(limit)
-        if not channel.status_event.wait(limit):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if overflow:
+            raise SSHError(self.host.name, redact(f"{overflow[0]}: {_short(shown)}"))
+        if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
             raise CommandTimeout(
                 self.host.name, f"no exit status after {limit:g}s: {_short(shown)}"
             )
@@ -139,6 +167,34 @@ class Remote:
             stdout=b"".join(out_chunks),
             stderr=b"".join(err_chunks),
         )
+
+    def _read_stdout(
+        self,
+        channel: paramiko.Channel,
+        deadline: float,
+        timed_out: CommandTimeout,
+        overflow: list[str],
+    ) -> list[bytes]:
+        """stdout until EOF, each read given only what is left of the deadline."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise timed_out
+            channel.settimeout(left)
+            try:
+                chunk = channel.recv(65536)
+            except TimeoutError:
+                raise timed_out from None
+            if not chunk:
+                return chunks
+            size += len(chunk)
+            if size > self.max_stdout:
+                overflow.append(f"stdout over the limit of {self.max_stdout} bytes")
+                channel.close()  # the host may go on printing: stop listening
+                return chunks
+            chunks.append(chunk)
 
     def _start(self, channel: paramiko.Channel, command: str, limit: float, shown: str) -> None:
         """``exec_command``, bounded by the command's limit.
