@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import shlex
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleetkit.foundation.status import ConfigError
 
@@ -46,8 +46,9 @@ class ServiceSpec:
     #: How the daemon shows it is serving, so a start need not sit out the whole
     #: settle time (start-stop-daemon fallback): its unix socket appears, or its TCP
     #: port listens. None: it has no such sign; a start waits the settle time.
-    ready_socket: str | None = None
-    ready_port: int | None = None
+    #: Not part of the service's identity: a look at it is the same with or without.
+    ready_socket: str | None = field(default=None, compare=False)
+    ready_port: int | None = field(default=None, compare=False)
 
     @property
     def exec_start(self) -> str:
