@@ -13,7 +13,7 @@ scheduled packs, the report)::
         answer.job_id, answer.expected            # job at the orchestrator (or None), asked nodes
         answer.complete                           # every counted node answered OK
         for node in answer.nodes:                 # sorted by node ID, every node exactly once
-            node.node_id, node.hostname           # str (hostname = inventory name here)
+            node.node_id, node.hostname           # str: inventory name, machine's own hostname
             node.status                           # NodeStatus: ok / failed / timed out /
                                                   #   missing / excluded
             node.error                            # str | None: why it is not OK

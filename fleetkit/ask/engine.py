@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fleetkit.ask.answer import FleetAnswer
-from fleetkit.ask.scope import Question, Scope, Via
+from fleetkit.ask.scope import Question, Scope, SqlRules, Via
 from fleetkit.ask.transport import Transport
 from fleetkit.ask.validate import settle
 from fleetkit.ask.via_bacalhau import BacalhauTransport, ClientFactory
@@ -56,8 +56,8 @@ class Engine:
         )
 
     def question(self, sql: str) -> Question:
-        """``sql`` checked against the settings' denied tables (see :meth:`Question.parse`)."""
-        return Question.parse(sql, denied_tables=self.rt.settings.osquery.disabled_tables)
+        """``sql`` checked against the settings' rules (see :meth:`Question.parse`)."""
+        return Question.parse(sql, rules=SqlRules.of(self.rt.settings))
 
 
 def ask(

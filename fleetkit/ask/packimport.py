@@ -16,13 +16,20 @@ says so when they differed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetkit.ask.importquery import (
+    DROPPED_QUERY_KEYS,
+    FLEET_PLATFORM,
+    Candidate,
+    ImportReport,
+    convert_query,
+    runs_on_fleet,
+)
 from fleetkit.ask.osquerypack import (
     OSQUERY_PACK_KEYS,
-    OSQUERY_QUERY_KEYS,
     JsonObject,
     read_osquery_pack,
     shown,
@@ -32,19 +39,14 @@ from fleetkit.ask.packfields import (
     INTERVAL_CEILING,
     INTERVAL_FLOOR,
     format_interval,
-    normalize_platform,
-    platforms_include,
-    split_platforms,
     unique_name,
     valid_name,
 )
-from fleetkit.ask.packs import MAX_ITEMS, MAX_SQL_CHARS
+from fleetkit.ask.packs import MAX_ITEMS
 from fleetkit.ask.packwrite import Sql, pack_yaml
-from fleetkit.foundation.sqlguard import refuse_denied_tables
+from fleetkit.ask.scope import SqlRules
 from fleetkit.foundation.status import ConfigError, UsageError
 
-#: fleetkit's compute nodes run osquery's Linux package; other platforms' queries are skipped.
-FLEET_PLATFORM = "linux"
 IMPORT_KINDS = ("hunt", "inventory")
 POLICY_REFUSAL = (
     "--kind policy is refused: a policy's pass condition is never inferred from an osquery "
@@ -53,19 +55,6 @@ POLICY_REFUSAL = (
     "policy needs `meaning: fail_if_rows` (rows are violations) or `pass_if_rows` (rows prove "
     "compliance), plus `details`, `severity` and `resolution` (format: fleetkit/packs/README.md)"
 )
-#: osquery query keys with no fleetkit equivalent, and why they can go.
-DROPPED_QUERY_KEYS = {
-    "version": "the fleet runs the osquery version pinned in settings",
-    "shard": "fleetkit asks every matching node",
-    "denylist": "a flag of osquery's watchdog, which does not watch a fleetkit job",
-    "blacklist": "a flag of osquery's watchdog, which does not watch a fleetkit job",
-    "startup_priority": "fleetkit runs a pack's queries together in one job",
-}
-#: osquery's logging flags: fleetkit records every run's whole result, so they change nothing.
-FLAG_MEANING = {
-    "snapshot": "fleetkit records every run's whole result (a snapshot) whatever it says",
-    "removed": "fleetkit records every run whole, so the history shows removed rows anyway",
-}
 
 
 def check_import_kind(kind: str) -> None:
@@ -73,35 +62,6 @@ def check_import_kind(kind: str) -> None:
         raise UsageError(POLICY_REFUSAL)
     if kind not in IMPORT_KINDS:
         raise UsageError(f"--kind must be hunt or inventory, got {shown(kind)}")
-
-
-@dataclass
-class _Report:
-    """Report lines in the order met; repeated kinds of oddity grouped into one line."""
-
-    lines: list[str] = field(default_factory=list)
-    groups: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-
-    def note(self, text: str) -> None:
-        self.lines.append(text)
-
-    def group(self, head: str, item: str, tail: str = "") -> None:
-        """One line per (head, tail): ``head item, item, ...tail``."""
-        self.groups.setdefault((head, tail), []).append(item)
-
-    def all(self) -> list[str]:
-        grouped = [
-            f"{head} {', '.join(items)}{tail}" for (head, tail), items in self.groups.items()
-        ]
-        return self.lines + grouped
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    raw_name: str
-    description: str
-    sql: str
-    interval: int | None
 
 
 @dataclass(frozen=True)
@@ -117,18 +77,14 @@ class Conversion:
     text: str | None
 
 
-def import_osquery_pack(path: Path, *, kind: str, denied_tables: Sequence[str]) -> Conversion:
-    return convert_osquery_pack(
-        read_osquery_pack(path), file=str(path), kind=kind, denied_tables=denied_tables
-    )
+def import_osquery_pack(path: Path, *, kind: str, rules: SqlRules) -> Conversion:
+    return convert_osquery_pack(read_osquery_pack(path), file=str(path), kind=kind, rules=rules)
 
 
-def convert_osquery_pack(
-    root: Any, *, file: str, kind: str, denied_tables: Sequence[str]
-) -> Conversion:
+def convert_osquery_pack(root: Any, *, file: str, kind: str, rules: SqlRules) -> Conversion:
     """``root`` as :func:`read_osquery_pack` parsed it -> a fleetkit pack of ``kind``."""
     check_import_kind(kind)
-    report = _Report()
+    report = ImportReport()
     if not isinstance(root, JsonObject):
         raise ConfigError(
             'expected a JSON object with a "queries" object', file=file, key="(top level)"
@@ -137,8 +93,8 @@ def convert_osquery_pack(
     pack_runs_here = True
     platform = root.last().get("platform")
     if platform is not None:
-        pack_runs_here = _runs_on_fleet(platform, "the pack", report)
-    candidates: list[_Candidate] = []
+        pack_runs_here = runs_on_fleet(platform, "the pack", report)
+    candidates: list[Candidate] = []
     definitions: dict[str, list[Any]] = {}
     skipped = 0
     for raw_name, body in pairs:
@@ -156,14 +112,14 @@ def convert_osquery_pack(
             report.note(f"query {shown(raw_name)} skipped: the pack is for {shown(platform)}")
             skipped += 1
             continue
-        candidate = _convert_query(raw_name, body, tuple(denied_tables), report)
+        candidate = convert_query(raw_name, body, rules, report)
         if candidate is None:
             skipped += 1
         else:
             candidates.append(candidate)
     name = _pack_name(Path(file), report)
     interval = _pack_interval(candidates, report)
-    text = _pack_text(name, kind, interval, candidates, Path(file).name, report, denied_tables)
+    text = _pack_text(name, kind, interval, candidates, Path(file).name, report, rules)
     return Conversion(
         name=name,
         kind=kind,
@@ -175,7 +131,7 @@ def convert_osquery_pack(
     )
 
 
-def _top_level(root: JsonObject, report: _Report, *, file: str) -> JsonObject:
+def _top_level(root: JsonObject, report: ImportReport, *, file: str) -> JsonObject:
     """Report the top level's oddities; every (name, body) pair of every ``queries`` object."""
     for key in root.repeated():
         report.note(
@@ -214,115 +170,7 @@ def _top_level(root: JsonObject, report: _Report, *, file: str) -> JsonObject:
     return pairs
 
 
-def _convert_query(
-    raw_name: str, body: Any, denied: tuple[str, ...], report: _Report
-) -> _Candidate | None:
-    """One osquery query -> a candidate, or None (skipped, reported)."""
-    subject = f"query {shown(raw_name)}"
-    if not isinstance(body, JsonObject):
-        report.note(f"{subject} skipped: expected an object, got {shown(body)}")
-        return None
-    for key in body.repeated():
-        report.note(f"{subject} has {shown(key)} more than once: the last one was used")
-    fields = body.last()
-    for key in fields:
-        if key not in OSQUERY_QUERY_KEYS:
-            report.note(f"{subject}: unknown key {shown(key)} dropped")
-    sql = fields.get("query")
-    if not isinstance(sql, str) or not sql.strip():
-        report.note(f"{subject} skipped: no query text (got {shown(sql)})")
-        return None
-    if "platform" in fields and not _runs_on_fleet(fields["platform"], subject, report):
-        report.note(
-            f"{subject} skipped: platform {shown(fields['platform'])} "
-            f"does not include {FLEET_PLATFORM} (the platform of fleetkit's nodes)"
-        )
-        return None
-    refusal = _sql_refusal(sql.strip(), denied)
-    if refusal:
-        report.note(f"{subject} skipped: {refusal}")
-        return None
-    for key, why in DROPPED_QUERY_KEYS.items():
-        if key in fields:
-            report.group(f"{key} dropped from", shown(raw_name), f": {why}")
-    for key, why in FLAG_MEANING.items():
-        if key in fields:
-            report.group(f"{key} {shown(fields[key])} noted on", shown(raw_name), f": {why}")
-    return _Candidate(
-        raw_name=raw_name,
-        description=_description(fields, subject, report),
-        sql=sql.strip(),
-        interval=_query_interval(fields, raw_name, report),
-    )
-
-
-def _sql_refusal(sql: str, denied: tuple[str, ...]) -> str:
-    """Why fleetkit would refuse this SQL at load ('' when it would not)."""
-    if len(sql) > MAX_SQL_CHARS:
-        return f"query text is {len(sql)} characters long (at most {MAX_SQL_CHARS})"
-    try:
-        refuse_denied_tables(sql, denied)
-    except UsageError as exc:
-        return exc.detail.removesuffix("; nothing was submitted")
-    return ""
-
-
-def _runs_on_fleet(value: Any, subject: str, report: _Report) -> bool:
-    """Whether osquery's ``platform`` value includes fleetkit's nodes; odd names reported."""
-    if not isinstance(value, str):
-        report.note(f"{subject}: platform {shown(value)} is not a string: ignored")
-        return True
-    names = split_platforms(value)
-    known: list[str] = []
-    for raw in names:
-        name = normalize_platform(raw)
-        if name is None:
-            report.note(f"{subject}: unknown platform {shown(raw)}")
-        else:
-            known.append(name)
-    if names and not known:
-        return False
-    return platforms_include(known, FLEET_PLATFORM)
-
-
-def _description(fields: dict[str, Any], subject: str, report: _Report) -> str:
-    """osquery's description and value (why the query is worth running), both kept."""
-    parts: list[str] = []
-    for key in ("description", "value"):
-        text = fields.get(key)
-        if text is None:
-            continue
-        if not isinstance(text, str):
-            report.note(f"{subject}: {key} {shown(text)} is not a string: dropped")
-        elif text.strip():
-            parts.append(text.strip() if key == "description" else f"Value: {text.strip()}")
-    return " ".join(parts)
-
-
-def _query_interval(fields: dict[str, Any], raw_name: str, report: _Report) -> int | None:
-    """Seconds, from an integer or a string of digits (osquery's own packs use strings)."""
-    value = fields.get("interval")
-    subject = f"query {shown(raw_name)}"
-    if value is None:
-        report.group("no interval given in", shown(raw_name))
-        return None
-    seconds: int | None = None
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        if len(value.strip()) <= 9:
-            seconds = int(value.strip())
-            item = f"{shown(raw_name)} ({shown(value)})"
-            report.group("interval given as a string (read as seconds) in", item)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        seconds = value
-    if seconds is None or seconds <= 0:
-        report.note(
-            f"{subject}: interval {shown(value)} is not a positive number of seconds: ignored"
-        )
-        return None
-    return seconds
-
-
-def _pack_name(path: Path, report: _Report) -> str:
+def _pack_name(path: Path, report: ImportReport) -> str:
     raw = path.stem if path.suffix in (".conf", ".json") else path.name
     name = valid_name(raw, fallback="imported")
     if name != raw:
@@ -330,7 +178,7 @@ def _pack_name(path: Path, report: _Report) -> str:
     return name
 
 
-def _pack_interval(candidates: Sequence[_Candidate], report: _Report) -> int:
+def _pack_interval(candidates: Sequence[Candidate], report: ImportReport) -> int:
     asked = sorted({c.interval for c in candidates if c.interval is not None})
     if not asked:
         if candidates:
@@ -359,10 +207,10 @@ def _pack_text(
     name: str,
     kind: str,
     interval: int,
-    candidates: Sequence[_Candidate],
+    candidates: Sequence[Candidate],
     source_name: str,
-    report: _Report,
-    denied_tables: Sequence[str],
+    report: ImportReport,
+    rules: SqlRules,
 ) -> str | None:
     """The pack YAML (checked by loading it back), or None when no query was kept."""
     if not candidates:
@@ -388,10 +236,10 @@ def _pack_text(
         f"Imported from an osquery pack by `invoke packs.import` (kind {kind}: {meaning}).",
         "The import report listed everything that was renamed, dropped or skipped.",
     )
-    return pack_yaml(document, header=header, denied_tables=denied_tables)
+    return pack_yaml(document, header=header, rules=rules)
 
 
-def _query_names(candidates: Sequence[_Candidate], report: _Report) -> list[str]:
+def _query_names(candidates: Sequence[Candidate], report: ImportReport) -> list[str]:
     """Valid unique names; a name already valid keeps it unless an earlier query has it."""
     reserved = {c.raw_name for c in candidates if valid_name(c.raw_name) == c.raw_name}
     taken: set[str] = set()

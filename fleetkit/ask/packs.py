@@ -16,16 +16,15 @@ default 1h) and a ``platform`` (``linux``, ``posix``, ``darwin``, ``windows``,
 ``any`` or a comma list; default ``any``). A pack is scheduled and run as one
 unit (one job per node), so interval and platform belong to the pack, not to
 its queries; :attr:`Pack.statements` is the stable list of (name, SQL) that
-one run asks.
+one run asks. The model is :mod:`fleetkit.ask.packmodel`; this module reads
+and validates pack files into it.
 
 Every error is a :class:`ConfigError` naming the file and the key (exit 2).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +32,24 @@ from fleetkit.ask.packfields import (
     DEFAULT_INTERVAL,
     parse_interval,
     parse_platform,
-    platforms_include,
     read_choice,
     read_name,
     read_optional_text,
     read_text,
 )
 
+# The model, re-exported: callers import every pack noun from here.
+from fleetkit.ask.packmodel import Pack as Pack
+from fleetkit.ask.packmodel import PackQuery as PackQuery
+from fleetkit.ask.packmodel import Policy as Policy
+from fleetkit.ask.packmodel import Statement as Statement
+from fleetkit.ask.scope import NO_RULES, Question, SqlRules
+
 # Where pack files are (shared with provisioning, which copies the watch's packs).
 from fleetkit.foundation.packfiles import PACK_SUFFIXES as PACK_SUFFIXES
 from fleetkit.foundation.packfiles import SHIPPED_PACKS_DIR as SHIPPED_PACKS_DIR
 from fleetkit.foundation.packfiles import find_pack_files as find_pack_files
 from fleetkit.foundation.packfiles import pack_files_in as pack_files_in
-from fleetkit.foundation.sqlguard import refuse_denied_tables
 from fleetkit.foundation.status import ConfigError, UsageError
 from fleetkit.foundation.yamlfile import PACK_BYTES, expect_mapping, load_yaml, reject_unknown_keys
 
@@ -72,103 +76,6 @@ MAX_SQL_CHARS = 32 * 1024
 MAX_PACK_SQL_CHARS = 256 * 1024
 
 
-@dataclass(frozen=True)
-class Policy:
-    pack: str
-    name: str
-    description: str
-    severity: str
-    meaning: str
-    query: str
-    details: str
-    resolution: str
-    unknown_if_rows: str | None = None
-    source: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.pack}/{self.name}"
-
-    def complies(self, rows: Sequence[dict[str, str]]) -> bool:
-        """What the main query's rows say (before UNKNOWN is considered)."""
-        return bool(rows) if self.meaning == "pass_if_rows" else not rows
-
-
-@dataclass(frozen=True)
-class PackQuery:
-    """One query of a hunt pack (any row is a finding) or an inventory pack (rows recorded)."""
-
-    pack: str
-    name: str
-    description: str
-    query: str
-    severity: str | None = None
-    resolution: str = ""
-    source: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.pack}/{self.name}"
-
-
-@dataclass(frozen=True)
-class Statement:
-    """One SQL statement of a pack run; ``name`` is unique within the pack.
-
-    Policies contribute ``NAME`` (the main query), ``NAME:details`` (unless it
-    is the main query again) and ``NAME:unknown_if_rows``; ``:`` cannot occur
-    in a policy name, so these never collide.
-    """
-
-    name: str
-    sql: str
-
-
-@dataclass(frozen=True)
-class Pack:
-    name: str
-    description: str
-    policies: tuple[Policy, ...]
-    source: str
-    kind: str = "policy"
-    interval: int = DEFAULT_INTERVAL
-    platform: tuple[str, ...] = ("any",)
-    queries: tuple[PackQuery, ...] = ()
-
-    @property
-    def size(self) -> int:
-        """How many policies or queries the pack holds (what a person counts)."""
-        return len(self.policies) if self.kind == "policy" else len(self.queries)
-
-    def runs_on(self, platform: str) -> bool:
-        """Whether a node of ``platform`` (``linux``...) is one this pack is for."""
-        return platforms_include(self.platform, platform)
-
-    @property
-    def fingerprint(self) -> str:
-        """Changes exactly when what one run asks changes (kind or any statement's name/SQL):
-        a record can tell a host that changed from a pack that changed."""
-        digest = hashlib.sha256(self.kind.encode())
-        for statement in self.statements:
-            for part in (statement.name, statement.sql):
-                digest.update(b"\0" + part.encode())
-        return digest.hexdigest()
-
-    @property
-    def statements(self) -> tuple[Statement, ...]:
-        """Every (name, SQL) one run of this pack asks, in file order."""
-        if self.kind != "policy":
-            return tuple(Statement(q.name, q.query) for q in self.queries)
-        out: list[Statement] = []
-        for policy in self.policies:
-            out.append(Statement(policy.name, policy.query))
-            if policy.details != policy.query:
-                out.append(Statement(f"{policy.name}:details", policy.details))
-            if policy.unknown_if_rows is not None:
-                out.append(Statement(f"{policy.name}:unknown_if_rows", policy.unknown_if_rows))
-        return tuple(out)
-
-
 # --------------------------------------------------------------------------- finding packs
 
 
@@ -183,13 +90,12 @@ def default_pack_files(settings_base_dir: str) -> list[Path]:
 # --------------------------------------------------------------------------- loading
 
 
-def load_packs(files: Iterable[Path], denied_tables: Iterable[str]) -> list[Pack]:
+def load_packs(files: Iterable[Path], rules: SqlRules) -> list[Pack]:
     """Read and validate every pack; policy keys (pack/name) and pack names must be unique."""
-    denied = tuple(denied_tables)
     packs: list[Pack] = []
     seen: dict[str, str] = {}
     for path in files:
-        pack = load_pack(path, denied)
+        pack = load_pack(path, rules)
         check_unique_across_packs(pack, seen)
         packs.append(pack)
     return packs
@@ -214,16 +120,13 @@ def check_unique_across_packs(pack: Pack, seen: dict[str, str]) -> None:
     seen[pack_key] = pack.source
 
 
-def load_pack(path: Path, denied_tables: Iterable[str] = ()) -> Pack:
-    file = str(path)
-    return pack_from_data(
-        load_yaml(path, max_bytes=PACK_BYTES), file=file, denied_tables=denied_tables
-    )
+def load_pack(path: Path, rules: SqlRules = NO_RULES) -> Pack:
+    """One pack file, its SQL checked against ``rules`` (the settings' :class:`SqlRules`)."""
+    return pack_from_data(load_yaml(path, max_bytes=PACK_BYTES), file=str(path), rules=rules)
 
 
-def pack_from_data(data: Any, *, file: str, denied_tables: Iterable[str] = ()) -> Pack:
+def pack_from_data(data: Any, *, file: str, rules: SqlRules = NO_RULES) -> Pack:
     """Validate one parsed pack document (``file`` names it in errors)."""
-    denied = tuple(denied_tables)
     data = expect_mapping(data, file=file, key="(top level)")
     _refuse_osquery_format(data, file=file)
     reject_unknown_keys(data, PACK_KEYS, file=file, key="")
@@ -242,9 +145,9 @@ def pack_from_data(data: Any, *, file: str, denied_tables: Iterable[str] = ()) -
     policies: tuple[Policy, ...] = ()
     queries: tuple[PackQuery, ...] = ()
     if kind == "policy":
-        policies = _read_policies(data, pack=name, file=file, denied=denied)
+        policies = _read_policies(data, pack=name, file=file, rules=rules)
     else:
-        queries = _read_queries(data, pack=name, kind=kind, file=file, denied=denied)
+        queries = _read_queries(data, pack=name, kind=kind, file=file, rules=rules)
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ConfigError("expected a string", file=file, key="description")
@@ -307,7 +210,7 @@ def _items(data: dict[str, Any], *, kind: str, file: str) -> list[Any]:
 
 
 def _read_policies(
-    data: dict[str, Any], *, pack: str, file: str, denied: tuple[str, ...]
+    data: dict[str, Any], *, pack: str, file: str, rules: SqlRules
 ) -> tuple[Policy, ...]:
     policies: list[Policy] = []
     names: set[str] = set()
@@ -321,7 +224,7 @@ def _read_policies(
         for field_name in ("query", "details", "unknown_if_rows"):
             sql = getattr(policy, field_name)
             if sql is not None:
-                _check_sql(sql, denied, file=file, key=f"policies[{index}].{field_name}")
+                _check_sql(sql, rules, file=file, key=f"policies[{index}].{field_name}")
         policies.append(policy)
     return tuple(policies)
 
@@ -356,7 +259,7 @@ def _read_policy(raw: Any, *, pack: str, file: str, where: str) -> Policy:
 
 
 def _read_queries(
-    data: dict[str, Any], *, pack: str, kind: str, file: str, denied: tuple[str, ...]
+    data: dict[str, Any], *, pack: str, kind: str, file: str, rules: SqlRules
 ) -> tuple[PackQuery, ...]:
     allowed = HUNT_QUERY_KEYS if kind == "hunt" else INVENTORY_QUERY_KEYS
     queries: list[PackQuery] = []
@@ -372,7 +275,7 @@ def _read_queries(
             raise ConfigError(f"duplicate query name {name!r}", file=file, key=f"{where}.name")
         names.add(name)
         sql = read_text(entry, "query", file=file, key=f"{where}.query").strip()
-        _check_sql(sql, denied, file=file, key=f"{where}.query")
+        _check_sql(sql, rules, file=file, key=f"{where}.query")
         queries.append(
             PackQuery(
                 pack=pack,
@@ -394,13 +297,18 @@ def _read_queries(
 # --------------------------------------------------------------------------- SQL
 
 
-def _check_sql(sql: str, denied: tuple[str, ...], *, file: str, key: str) -> None:
-    """A pack that reads a denied table is refused when loaded, before anything is sent."""
+def check_pack_sql(sql: str, rules: SqlRules) -> None:
+    """UsageError when a pack may not send ``sql``: too long, or refused by
+    :meth:`Question.parse` (denied table, redacted column), the parse every
+    question goes through; the loader and the importer both ask here."""
     if len(sql) > MAX_SQL_CHARS:
-        raise ConfigError(
-            f"query is {len(sql)} characters long: at most {MAX_SQL_CHARS}", file=file, key=key
-        )
+        raise UsageError(f"query is {len(sql)} characters long: at most {MAX_SQL_CHARS}")
+    Question.parse(sql, rules=rules)
+
+
+def _check_sql(sql: str, rules: SqlRules, *, file: str, key: str) -> None:
+    """A pack that asks what the rules forbid is refused when loaded, before anything is sent."""
     try:
-        refuse_denied_tables(sql, denied)
+        check_pack_sql(sql, rules)
     except UsageError as exc:
         raise ConfigError(exc.detail, file=file, key=key) from None

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from fleetkit.ask.packs import pack_from_data
+from fleetkit.ask.scope import SqlRules
 from fleetkit.foundation.yamlfile import parse_yaml
 
 
@@ -41,9 +42,7 @@ _PackDumper.add_representer(str, _represent_str)
 _PackDumper.add_representer(Sql, _represent_str)
 
 
-def pack_yaml(
-    document: dict[str, Any], *, header: Sequence[str], denied_tables: Sequence[str]
-) -> str:
+def pack_yaml(document: dict[str, Any], *, header: Sequence[str], rules: SqlRules) -> str:
     """``document`` (keys in the order given) as YAML under ``#`` header lines.
 
     Non-ASCII and control characters are written as escapes, so the file is
@@ -54,7 +53,5 @@ def pack_yaml(
     text = comments + yaml.dump(
         document, Dumper=_PackDumper, sort_keys=False, allow_unicode=False, width=100
     )
-    pack_from_data(
-        parse_yaml(text, file="<written pack>"), file="<written pack>", denied_tables=denied_tables
-    )
+    pack_from_data(parse_yaml(text, file="<written pack>"), file="<written pack>", rules=rules)
     return text

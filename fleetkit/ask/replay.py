@@ -30,7 +30,7 @@ from typing import IO
 
 from fleetkit.ask.answer import FleetAnswer, NodeStatus
 from fleetkit.ask.merge import write_merged
-from fleetkit.ask.scope import Question, Scope, Via
+from fleetkit.ask.scope import Question, Scope, SqlRules, Via
 from fleetkit.ask.transport import Collected, NodeReply, Output, by_node_id
 from fleetkit.ask.validate import settle
 from fleetkit.ask.views import NodeRows, policy_records, render_hunt, render_policy
@@ -170,12 +170,12 @@ class Retry:
 
 
 def plan_retry(
-    history: History, run_id: str, inventory: Inventory, denied_tables: tuple[str, ...]
+    history: History, run_id: str, inventory: Inventory, rules: SqlRules
 ) -> Retry | None:
     """The retry of ``run_id``; None when every node answered. UsageError (exit 2) for a run
     that cannot be retried, naming why."""
     run = history.get_run(run_id)
-    questions = _recorded_questions(run, denied_tables)
+    questions = _recorded_questions(run, rules)
     unanswered = history.unanswered(run.run_id)
     if not unanswered:
         return None
@@ -197,7 +197,7 @@ def plan_retry(
     return Retry(run, questions, scope, tuple(skipped))
 
 
-def _recorded_questions(run: RunSummary, denied: tuple[str, ...]) -> tuple[Question, ...]:
+def _recorded_questions(run: RunSummary, rules: SqlRules) -> tuple[Question, ...]:
     if run.kind == "query" and isinstance(run.asked.get("sql"), str):
         statements = [run.asked["sql"]]
     elif run.kind == "hunt" and isinstance(run.asked.get("batches"), list):
@@ -215,7 +215,7 @@ def _recorded_questions(run: RunSummary, denied: tuple[str, ...]) -> tuple[Quest
         )
     if not statements:
         raise UsageError(f"run {run.run_id} recorded no SQL to ask again", key="--retry-missing")
-    return tuple(Question.parse(sql, denied_tables=denied) for sql in statements)
+    return tuple(Question.parse(sql, rules=rules) for sql in statements)
 
 
 def late_nodes(answer: FleetAnswer) -> FleetAnswer:

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 from fleetkit.ask.osqueryi import argv_safe_sql
 from fleetkit.foundation.inventory import Host, parse_hosts_option
 from fleetkit.foundation.selectors import Selector, parse_selector
-from fleetkit.foundation.sqlguard import refuse_denied_tables
+from fleetkit.foundation.sqlguard import refuse_denied_tables, refuse_redaction_bypass
 from fleetkit.foundation.status import UsageError
 
 if TYPE_CHECKING:  # the answer and merge modules import this one: keep SSH and HTTP out
+    from fleetkit.foundation.settings import Settings
     from fleetkit.runtime import Runtime
 
 
@@ -41,23 +42,50 @@ class Via(StrEnum):
 
 
 @dataclass(frozen=True)
+class SqlRules:
+    """What the settings forbid any SQL fleetkit sends, whoever wrote it.
+
+    ``denied_tables`` (settings ``osquery.disabled_tables``): no statement may
+    read them. ``redacted_columns`` (settings ``query.redact_columns``): their
+    values are blanked by result column name, so no statement may carry them
+    out under another name (an alias, another case, an expression, a
+    condition; :func:`~fleetkit.foundation.sqlguard.refuse_redaction_bypass`
+    has the rule). One value, so a place that checks SQL cannot check one
+    rule and forget the other.
+    """
+
+    denied_tables: tuple[str, ...] = ()
+    redacted_columns: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> SqlRules:
+        return cls(tuple(settings.osquery.disabled_tables), tuple(settings.query.redact_columns))
+
+
+#: Nothing denied, nothing redacted (packs read before any settings apply, tests).
+NO_RULES = SqlRules()
+
+
+@dataclass(frozen=True)
 class Question:
-    """One osquery SQL statement, checked: not empty, no NUL, no denied table.
+    """One osquery SQL statement, checked: not empty, no NUL, nothing :class:`SqlRules` forbid.
 
     Build it with :meth:`parse`, the one place where the SQL guard runs for
-    every question fleetkit sends (query, policy, hunt), before submission.
+    every question fleetkit sends (query, policy, hunt, packs), before
+    submission.
     """
 
     sql: str
 
     @classmethod
-    def parse(cls, sql: str, *, denied_tables: Iterable[str]) -> Question:
+    def parse(cls, sql: str, *, rules: SqlRules) -> Question:
+        """UsageError (exit 2) naming the table or column a forbidden statement reads."""
         if not sql or not sql.strip():
             raise UsageError("the SQL query is empty", key="sql")
         if "\x00" in sql:
             raise UsageError("the SQL query contains a NUL character", key="sql")
-        refuse_denied_tables(sql, denied_tables)
-        # TODO(H4): refuse_redaction_bypass(sql, redacted_columns) here, once sqlguard has it.
+        refuse_denied_tables(sql, rules.denied_tables)
+        refuse_redaction_bypass(sql, rules.redacted_columns)
         return cls(sql)
 
     @property

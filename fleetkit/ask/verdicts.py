@@ -12,7 +12,7 @@ one, because a wrong PASS is the worst outcome of a compliance check):
 
 Here (below the commands) so that ``policy``, scheduled packs and the report
 evaluate the same way. A policy is anything shaped like :class:`PolicyLike`
-(the pack model lives with the pack loader).
+(the pack model is :mod:`fleetkit.ask.packmodel`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from fleetkit.ask.answer import NodeResult
 from fleetkit.ask.engine import Asker
-from fleetkit.ask.scope import Question, Scope
+from fleetkit.ask.scope import NO_RULES, Question, Scope, SqlRules
 from fleetkit.foundation.inventory import Host
 from fleetkit.foundation.status import ExitStatus
 from fleetkit.history.policy import Verdict as Verdict  # one vocabulary, stored as judged
@@ -64,7 +64,8 @@ class HostVerdict:
 
     @property
     def host(self) -> str:
-        return self.hostname or self.node_id
+        """The inventory name (what ``--hosts`` and ``quarantine`` take), not the machine's."""
+        return self.node_id
 
     def record(self) -> dict[str, Any]:
         """The machine-readable shape (json/ndjson/csv)."""
@@ -87,7 +88,7 @@ def evaluate_policy(
     scope: Scope,
     inventory: Mapping[str, Host],
     *,
-    denied_tables: Iterable[str] = (),
+    rules: SqlRules = NO_RULES,
 ) -> list[HostVerdict]:
     """Run one policy: the main query, then details (failing hosts) and unknown (passing hosts).
 
@@ -95,10 +96,9 @@ def evaluate_policy(
     inventory hosts (``inventory`` maps names to hosts); else to the scope.
     Excluded strangers get no verdict (the asker's caller names them).
     """
-    denied = tuple(denied_tables)
 
     def question(sql: str) -> Question:
-        return Question.parse(sql, denied_tables=denied)
+        return Question.parse(sql, rules=rules)
 
     verdicts: dict[str, HostVerdict] = {}
     main_rows: dict[str, list[dict[str, str]]] = {}

@@ -179,9 +179,7 @@ def render_policy_table(records: Sequence[Mapping[str, Any]]) -> str:
     header = ("POLICY", "SEVERITY", "HOST", "STATUS", "CHANGE", "FAILING SINCE", "DETAILS")
     rows = []
     for record in records:
-        host = record["hostname"] or record["nodeID"]
-        if record["hostname"] and record["nodeID"] != record["hostname"]:
-            host = f"{record['hostname']} ({record['nodeID']})"
+        host = host_label(record["nodeID"], record["hostname"])
         if record.get(LATE_ANSWER):
             host += " [late]"
         details = record["details"]
@@ -206,6 +204,14 @@ def render_policy_table(records: Sequence[Mapping[str, Any]]) -> str:
             for row in record["details"]
         )
     return "\n".join(text) + "\n"
+
+
+def host_label(node_id: str, hostname: str | None) -> str:
+    """A node as people name it: the inventory name (what ``--hosts`` and
+    ``quarantine`` take), then the machine's own hostname when it differs."""
+    if hostname and hostname != node_id:
+        return f"{node_id} ({hostname})"
+    return node_id
 
 
 def _since(record: Mapping[str, Any]) -> str:

@@ -27,6 +27,7 @@ from fleetkit.ask.packs import (
     load_pack,
     pack_files_in,
 )
+from fleetkit.ask.scope import SqlRules
 from fleetkit.foundation.atomic import atomic_write
 from fleetkit.foundation.output import check_output_path
 from fleetkit.foundation.settings import DEFAULT_DISABLED_TABLES
@@ -38,10 +39,10 @@ from fleetkit.runtime import Runtime
 
 @dataclass(frozen=True)
 class PackContext:
-    """Where packs are looked for and which tables their SQL may not read."""
+    """Where packs are looked for and what their SQL may not do (tables, redacted columns)."""
 
     base_dir: str
-    denied_tables: tuple[str, ...]
+    rules: SqlRules
     note: str | None = None
 
 
@@ -55,13 +56,13 @@ def pack_context(rt: Runtime) -> PackContext:
             raise
         return PackContext(
             base_dir=rt.env.cwd,
-            denied_tables=DEFAULT_DISABLED_TABLES,
+            rules=SqlRules(denied_tables=DEFAULT_DISABLED_TABLES),
             note=(
                 f"note: no settings file ({terminal_safe(exc.file or '')}): packs checked "
                 f"against the default denied tables ({', '.join(DEFAULT_DISABLED_TABLES)})"
             ),
         )
-    return PackContext(settings.base_dir, tuple(settings.osquery.disabled_tables))
+    return PackContext(settings.base_dir, SqlRules.of(settings))
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,13 @@ def pack_files(rt: Runtime, context: PackContext, paths: Sequence[str]) -> list[
     return list(files.values())
 
 
-def load_each(files: Sequence[Path], denied_tables: Sequence[str]) -> list[LoadedPack]:
+def load_each(files: Sequence[Path], rules: SqlRules) -> list[LoadedPack]:
     """Every pack loaded on its own, so one broken pack does not hide the others."""
     seen: dict[str, str] = {}
     loaded: list[LoadedPack] = []
     for path in files:
         try:
-            pack = load_pack(path, denied_tables)
+            pack = load_pack(path, rules)
             check_unique_across_packs(pack, seen)
         except ConfigError as exc:
             loaded.append(LoadedPack(path, None, exc))
@@ -119,7 +120,7 @@ def _say_problems(rt: Runtime, context: PackContext, loaded: Sequence[LoadedPack
 
 def _start(rt: Runtime, paths: Sequence[str]) -> tuple[PackContext, list[LoadedPack]]:
     context = pack_context(rt)
-    return context, load_each(pack_files(rt, context, paths), context.denied_tables)
+    return context, load_each(pack_files(rt, context, paths), context.rules)
 
 
 def run_list(rt: Runtime, *, packs: Sequence[str] = ()) -> ExitStatus:
@@ -156,7 +157,7 @@ def run_list(rt: Runtime, *, packs: Sequence[str] = ()) -> ExitStatus:
 
 
 def run_check(rt: Runtime, *, packs: Sequence[str] = ()) -> ExitStatus:
-    """Validate every pack and its SQL (the denied-table guard) without running anything.
+    """Validate every pack and its SQL (denied tables, redacted columns) without running anything.
 
     stdout: one line per pack, ok or broken; stderr: each broken pack's file,
     key and reason. Exit 2 when any pack is broken, else 0.
@@ -198,7 +199,7 @@ def run_import(rt: Runtime, file: str, kind: str = "inventory", output: str = ""
     context = pack_context(rt)
     if context.note:
         rt.env.say(context.note)
-    conversion = import_osquery_pack(source, kind=kind, denied_tables=context.denied_tables)
+    conversion = import_osquery_pack(source, kind=kind, rules=context.rules)
     shown_file = terminal_safe(file)
     if conversion.notes:
         rt.env.say(f"packs import: {shown_file}: {len(conversion.notes)} note(s):")

@@ -5,7 +5,10 @@ A pack is YAML (``packs/*.yaml``, user-writable; the model and loader are
 how to read it (``pass_if_rows``: the host complies when rows come back;
 ``fail_if_rows``: rows are violations), a ``details`` query listing the
 offending rows, an optional ``unknown_if_rows`` query, a ``resolution`` and a
-``severity``. Verdicts (PASS / FAIL / UNKNOWN / ERROR) are decided in
+``severity``. ``--pack FILE`` names policy packs only (a hunt or inventory pack
+there is refused, exit 2, naming it); without ``--pack`` the packs found are
+run and those of other kinds (the watch's) are skipped, named on stderr.
+Verdicts (PASS / FAIL / UNKNOWN / ERROR) are decided in
 :mod:`fleetkit.ask.verdicts`; this module loads the packs, asks through the
 engine, records and prints (:mod:`fleetkit.ask.views`).
 
@@ -40,10 +43,10 @@ from pathlib import Path
 from fleetkit.ask.answer import FleetAnswer
 from fleetkit.ask.coverage import Tally, check_min_coverage, coverage_of, optional_number
 from fleetkit.ask.engine import Asker, Engine
-from fleetkit.ask.packs import Policy, default_pack_files, load_packs
+from fleetkit.ask.packs import Pack, Policy, default_pack_files, load_packs
 from fleetkit.ask.record import Recording
 from fleetkit.ask.rows import dump_row
-from fleetkit.ask.scope import Question, Scope, parse_scope
+from fleetkit.ask.scope import Question, Scope, SqlRules, parse_scope
 from fleetkit.ask.verdicts import HostVerdict, Verdict, evaluate_policy, exit_status_for_verdicts
 from fleetkit.ask.views import NodeRows, policy_records, render_policy, verdict_rows
 from fleetkit.foundation.output import CLOSED_EARLY, check_format, deliver
@@ -127,6 +130,37 @@ def check_grace(value: str | float | None) -> float | None:
     return days
 
 
+def policy_packs(rt: Runtime, named: Sequence[str], rules: SqlRules) -> list[Pack]:
+    """The policy packs to run, every one validated before anything is asked.
+
+    A pack named with ``--pack`` must be a policy pack: a hunt or inventory
+    pack there is a mistake (its rows are findings or records, never
+    verdicts), refused with exit 2 naming it. Packs found by discovery
+    (``packs/`` beside fleetkit.yaml, else the shipped ones) share a directory
+    with the watch's other kinds: those are skipped, and named on stderr.
+    """
+    if named:
+        loaded = load_packs([Path(rt.env.cwd, p) for p in named], rules)
+        for pack in loaded:
+            if pack.kind != "policy":
+                raise UsageError(
+                    f"{pack.source}: pack {pack.name!r} is a {pack.kind} pack; invoke policy "
+                    f"runs policy packs only (run it with: invoke watch --pack {pack.name} --once)",
+                    key="--pack",
+                )
+        return loaded
+    found = load_packs(default_pack_files(rt.settings.base_dir), rules)
+    skipped = [f"{pack.name} ({pack.kind})" for pack in found if pack.kind != "policy"]
+    if skipped:
+        rt.env.say(
+            terminal_safe(f"policy: skipped packs that are not policy packs: {', '.join(skipped)}")
+        )
+    loaded = [pack for pack in found if pack.kind == "policy"]
+    if not loaded:
+        raise ConfigError("no policy packs found (only hunt or inventory packs); pass --pack FILE")
+    return loaded
+
+
 def run(
     rt: Runtime,
     *,
@@ -145,11 +179,8 @@ def run(
     grace_days = check_grace(grace)
     settings = rt.settings
     scope = parse_scope(rt, select=select, hosts=hosts, via=via)  # bad input: exit 2 first
-    files = [Path(rt.env.cwd, p) for p in packs] if packs else default_pack_files(settings.base_dir)
-    loaded = [pack for pack in load_packs(files, settings.osquery.disabled_tables) if pack.policies]
+    loaded = policy_packs(rt, packs, SqlRules.of(settings))
     policies = [policy for pack in loaded for policy in pack.policies]
-    if not policies:
-        raise ConfigError("no policies in the packs given (only hunt or inventory packs)")
     with Recording.open(rt, enabled=not no_history) as recording:
         recording.begin(
             kind="policy",
@@ -193,11 +224,11 @@ def evaluate(
 ) -> list[HostVerdict]:
     """Every policy on the scope, in order; excluded strangers are named once at the end."""
     inventory = {h.name: h for h in rt.inventory.compute}
-    denied = rt.settings.osquery.disabled_tables
+    rules = SqlRules.of(rt.settings)
     verdicts: list[HostVerdict] = []
     for index, policy in enumerate(policies, 1):
         rt.env.progress(f"policy {index}/{len(policies)}: {policy.key}")
-        verdicts.extend(evaluate_policy(policy, strangers, scope, inventory, denied_tables=denied))
+        verdicts.extend(evaluate_policy(policy, strangers, scope, inventory, rules=rules))
     rt.env.end_progress()
     for node_id, reason in strangers.seen.items():
         rt.env.say(terminal_safe(f"{node_id}: excluded, no verdict: {reason}"))

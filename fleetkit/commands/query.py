@@ -15,11 +15,14 @@ a RUN id instead of SQL: the nodes that failed, timed out or were missing in
 that run are asked its question again and their answers recorded into it,
 marked late (:mod:`fleetkit.ask.replay`).
 
-Node identity: the node ID is the Bacalhau node ID, which is the inventory
-name when nodes run with ``NameProvider: hostname`` (as fleetkit provisions
-them); on the SSH path it is the inventory name. The ``hostname`` tag is that
-same name -- unless the query returns its own ``hostname`` column (e.g. from
-``system_info``), whose value is the host's own view and is kept.
+Node identity (one rule, :mod:`fleetkit.hostfacts.identity`): ``nodeID`` is
+the inventory name on both transports, whatever the node's ID at the
+orchestrator (fleetkit's ``fleetkit-host`` label maps one to the other), so
+``--hosts NAME`` and the MISSING list speak inventory names. The ``hostname``
+tag is the machine's own hostname (its ``fleetkit-hostname`` label over
+Bacalhau, ``uname -n`` over SSH), which may differ from the inventory name --
+unless the query returns its own ``hostname`` column (e.g. from
+``system_info``): that is the host's own view and is kept.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from fleetkit.ask.hunts import HuntResult, exit_status_for_hunt, hunt_fleet
 from fleetkit.ask.merge import write_answer
 from fleetkit.ask.record import Recording
 from fleetkit.ask.replay import Retry, late_nodes, plan_retry
-from fleetkit.ask.scope import parse_scope
+from fleetkit.ask.scope import SqlRules, parse_scope
 from fleetkit.ask.via_bacalhau import ClientFactory
 from fleetkit.ask.views import NodeRows, hunt_rows, render_hunt
 from fleetkit.foundation.output import CLOSED_EARLY, check_format, check_output_path, deliver
@@ -145,9 +148,7 @@ def retry(
     engine = Engine(rt, factory)
     with Recording.open(rt) as recording:
         assert recording.history is not None
-        plan = plan_retry(
-            recording.history, run_id, rt.inventory, rt.settings.osquery.disabled_tables
-        )
+        plan = plan_retry(recording.history, run_id, rt.inventory, SqlRules.of(rt.settings))
         if plan is None:
             rt.env.say(f"run {run_id}: every node answered; nothing to retry")
             return ExitStatus.SUCCESS

@@ -10,13 +10,16 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fleetkit.foundation.iocfile import validate_path
+from fleetkit.foundation.secrets import Secret
 from fleetkit.foundation.status import ConfigError
 from fleetkit.foundation.validate import (
     DURATION,
+    ENV_NAME,
     HOST_PATH,
     TABLE,
     excerpt,
@@ -178,3 +181,17 @@ def admin_networks(top: Reader) -> tuple[str, ...]:
                 "admin_networks", f"invalid network {excerpt(value)} (expected an address or CIDR)"
             ) from None
     return networks
+
+
+def secret(r: Reader, name: str, base: Path, environ: Mapping[str, str]) -> Secret | None:
+    """The secret named ``name`` (``{env: NAME}`` or ``{file: PATH}``); None when absent."""
+    if not r.has(name):
+        return None
+    s = r.child(name, {"env", "file"})
+    env = (
+        s.matching("env", None, ENV_NAME, "an environment variable name") if s.has("env") else None
+    )
+    file = s.path("file", base) if s.has("file") else None
+    if not env and not file:
+        raise r.err(name, "a secret needs 'env' (variable name) or 'file' (path)")
+    return Secret(name=r._k(name), env=env, file=file, settings_file=r.file, _environ=environ)

@@ -75,8 +75,10 @@ class Event:
         parts = [
             f"watch: {self.kind.value}",
             f"pack={_field(self.pack)}",
-            f"host={_field(self.hostname or self.node_id)}",
+            f"host={_field(self.node_id)}",  # the inventory name, as --hosts takes it
         ]
+        if self.hostname and self.hostname != self.node_id:
+            parts.append(f"hostname={_field(self.hostname)}")
         if self.subject:
             parts.append(f"subject={_field(self.subject)}")
         parts += [f"run={_field(self.run_id)}", f"id={self.id}"]

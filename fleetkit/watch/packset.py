@@ -4,7 +4,8 @@
 directories; nothing listed means every pack found (``packs/`` beside
 fleetkit.yaml, else the shipped ones). A name is looked up among the packs
 found. Every pack is read and validated before the first run (bad YAML, an
-unknown kind, an interval below the floor, SQL reading a denied table: a
+unknown kind, an interval below the floor, SQL reading a denied table or
+moving a redacted column under another name: a
 :class:`~fleetkit.foundation.status.ConfigError` naming the file and the
 key, exit 2), so a watch never starts with a broken pack.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from fleetkit.ask.packfields import POSIX_PLATFORMS
 from fleetkit.ask.packs import Pack, load_packs
-from fleetkit.ask.scope import Scope, Via
+from fleetkit.ask.scope import Scope, SqlRules, Via
 from fleetkit.foundation.packfiles import resolve_pack_files
 from fleetkit.foundation.selectors import Selector, parse_selector
 from fleetkit.foundation.settings import Settings
@@ -52,7 +53,7 @@ def load_watched(
         raise UsageError(f"must be at least {OVERRIDE_FLOOR:g} second(s)", key="--interval")
     wanted, key = (cli_packs, "--pack") if cli_packs else (settings.watch.packs, "watch.packs")
     files = resolve_pack_files(settings.base_dir, wanted, cwd=cwd, key=key)
-    packs = load_packs(files, settings.osquery.disabled_tables)
+    packs = load_packs(files, SqlRules.of(settings))
     return [WatchedPack(p, float(interval if interval is not None else p.interval)) for p in packs]
 
 

@@ -101,7 +101,7 @@ def test_policy_state_newly_failing_still_failing_fixed(provisioned_lab: Lab) ->
         table = run_cli(lab, "policy", "--grace", "0.00001")
         # the host named by its inventory name, the machine's own hostname beside it
         assert re.search(
-            rf"{SSH_RULE}\s+high\s+(node-2\b.*|\S+ \(node-2\))\s+FAIL\s+still failing",
+            rf"{SSH_RULE}\s+high\s+node-2 \({re.escape(host.hostname)}\)\s+FAIL\s+still failing",
             table.stdout,
         ), table.stdout
         assert "OVERDUE" in table.stdout

@@ -21,6 +21,7 @@ from fleetkit.ask.packfields import (
     unique_name,
     valid_name,
 )
+from fleetkit.ask.scope import NO_RULES, SqlRules
 from fleetkit.foundation.settings import DEFAULT_DISABLED_TABLES
 from fleetkit.foundation.status import ConfigError, ExitStatus
 
@@ -85,7 +86,7 @@ def test_bad_packs_name_file_and_key(
     assert text != GOOD_PACK
     path = write(tmp_path, "bad.yaml", text)
     with pytest.raises(ConfigError) as caught:
-        packs.load_pack(path, DEFAULT_DISABLED_TABLES)
+        packs.load_pack(path, SqlRules(DEFAULT_DISABLED_TABLES))
     assert caught.value.file == str(path)
     if key:
         assert caught.value.key == key
@@ -99,7 +100,7 @@ def test_duplicate_policy_names_are_refused(tmp_path: Path) -> None:
     one = write(tmp_path, "a.yaml", GOOD_PACK)
     other = write(tmp_path, "b.yaml", GOOD_PACK)
     with pytest.raises(ConfigError, match="also defined in"):
-        packs.load_packs([one, other], ())
+        packs.load_packs([one, other], NO_RULES)
 
 
 def test_a_yaml_error_names_the_line(tmp_path: Path) -> None:
@@ -109,7 +110,7 @@ def test_a_yaml_error_names_the_line(tmp_path: Path) -> None:
 
 def test_shipped_packs_are_valid() -> None:
     shipped = sorted((REPO / "fleetkit" / "packs").glob("*.yaml"))
-    loaded = packs.load_packs(shipped, DEFAULT_DISABLED_TABLES)
+    loaded = packs.load_packs(shipped, SqlRules(DEFAULT_DISABLED_TABLES))
     names = [p.key for pack in loaded for p in pack.policies]
     assert "ssh-keys/ssh_private_keys_encrypted_ec" in names
 
@@ -121,7 +122,7 @@ def test_shipped_pack_sql_uses_real_osquery_columns() -> None:
         table: {c["name"] for c in columns}
         for table, columns in json.loads(TABLES_JSON.read_text()).items()
     }
-    for pack in packs.load_packs(sorted((REPO / "fleetkit" / "packs").glob("*.yaml")), ()):
+    for pack in packs.load_packs(sorted((REPO / "fleetkit" / "packs").glob("*.yaml")), NO_RULES):
         for statement in pack.statements:
             for table, column in re.findall(r"\b([a-z_]+)\.([a-z_]+)\b", statement.sql):
                 where = f"{pack.name}/{statement.name}"
@@ -133,7 +134,7 @@ def test_shipped_pack_sql_uses_real_osquery_columns() -> None:
 
 
 def test_the_shipped_ssh_pack_loads_unchanged_as_a_policy_pack() -> None:
-    pack = packs.load_pack(SSH_PACK, DEFAULT_DISABLED_TABLES)
+    pack = packs.load_pack(SSH_PACK, SqlRules(DEFAULT_DISABLED_TABLES))
     assert (pack.name, pack.kind, pack.interval, pack.platform) == (
         "ssh-keys",
         "policy",
@@ -188,7 +189,7 @@ queries:
 
 
 def test_a_hunt_pack_loads_with_its_schedule(tmp_path: Path) -> None:
-    pack = packs.load_pack(write(tmp_path, "h.yaml", HUNT_PACK), DEFAULT_DISABLED_TABLES)
+    pack = packs.load_pack(write(tmp_path, "h.yaml", HUNT_PACK), SqlRules(DEFAULT_DISABLED_TABLES))
     assert (pack.kind, pack.interval, pack.platform, pack.policies) == (
         "hunt",
         900,
@@ -272,7 +273,7 @@ def test_bad_packs_of_every_kind_name_file_and_key(
 ) -> None:
     path = write(tmp_path, "bad.yaml", text)
     with pytest.raises(ConfigError) as caught:
-        packs.load_pack(path, DEFAULT_DISABLED_TABLES)
+        packs.load_pack(path, SqlRules(DEFAULT_DISABLED_TABLES))
     assert caught.value.file == str(path)
     assert caught.value.key == key
     assert message in str(caught.value)
@@ -307,7 +308,7 @@ def test_pack_names_are_unique_across_files(tmp_path: Path) -> None:
     one = write(tmp_path, "a.yaml", INVENTORY_PACK)
     two = write(tmp_path, "b.yaml", INVENTORY_PACK.replace("name: os", "name: other"))
     with pytest.raises(ConfigError, match="pack 'basics' is also defined in") as caught:
-        packs.load_packs([one, two], ())
+        packs.load_packs([one, two], NO_RULES)
     assert (caught.value.file, caught.value.key) == (str(two), "pack")
 
 

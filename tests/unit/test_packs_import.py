@@ -11,6 +11,7 @@ import yaml
 
 from fleetkit.ask.osquerypack import MAX_PACK_BYTES
 from fleetkit.ask.packs import load_pack
+from fleetkit.ask.scope import NO_RULES, SqlRules
 from fleetkit.cli import run_command
 from fleetkit.commands import packs as packs_command
 from fleetkit.foundation.environment import Environment
@@ -140,7 +141,7 @@ def test_an_odd_osquery_pack_is_converted_and_every_oddity_reported(tmp_path: Pa
     assert "\x1b" not in stderr  # the hostile name is shown escaped, never obeyed
     assert "default denied tables" in stderr  # no fleetkit.yaml here: said so
     # The result is a fleetkit pack: it loads, as a hunt pack with the floor respected.
-    pack = load_pack(tmp_path / "out.yaml", DEFAULT_DISABLED_TABLES)
+    pack = load_pack(tmp_path / "out.yaml", SqlRules(DEFAULT_DISABLED_TABLES))
     assert (pack.kind, pack.interval, len(pack.statements)) == ("hunt", 600, 6)
     # No temporary file left beside the output.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["incident-response.conf", "out.yaml"]
@@ -309,7 +310,7 @@ def test_any_sql_and_description_round_trip_exactly(tmp_path: Path, sql: str) ->
     assert status == ExitStatus.SUCCESS, stderr
     assert all(ch == "\n" or (" " <= ch <= "~") for ch in stdout)  # escaped: safe to cat
     (tmp_path / "p.yaml").write_text(stdout)
-    pack = load_pack(tmp_path / "p.yaml", ())
+    pack = load_pack(tmp_path / "p.yaml", NO_RULES)
     assert pack.queries[0].query == sql.strip()
     assert pack.queries[0].description == sql.strip()
 

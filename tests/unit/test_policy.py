@@ -14,7 +14,7 @@ import pytest
 
 from fleetkit.ask import packs, verdicts
 from fleetkit.ask.answer import FleetAnswer, NodeStatus
-from fleetkit.ask.scope import Question, Scope, Via
+from fleetkit.ask.scope import Question, Scope, SqlRules, Via
 from fleetkit.ask.transport import Collected, NodeReply
 from fleetkit.ask.validate import settle
 from fleetkit.cli import run_command
@@ -103,8 +103,12 @@ class Asked:
 class ScriptedFleet:
     """A fake engine: answers per SQL (matched by a substring) per node, validated for real."""
 
-    def __init__(self, script: dict[str, dict[str, Answer]]) -> None:
+    def __init__(
+        self, script: dict[str, dict[str, Answer]], hostnames: dict[str, str] | None = None
+    ) -> None:
         self.script = script
+        #: Machine hostnames that differ from the inventory name (default: the same).
+        self.hostnames = hostnames or {}
         self.requests: list[Asked] = []
 
     def __call__(self, question: Question, scope: Scope) -> FleetAnswer:
@@ -115,12 +119,13 @@ class ScriptedFleet:
         for node_id, answer in answers.items():
             if only is not None and node_id not in only:
                 continue
+            machine = self.hostnames.get(node_id, node_id)
             if answer is None:
                 nodes.append(NodeReply(node_id, "", NodeStatus.MISSING, error="never ran"))
             elif isinstance(answer, str):
-                nodes.append(NodeReply(node_id, node_id, NodeStatus.FAILED, b"", answer, 1))
+                nodes.append(NodeReply(node_id, machine, NodeStatus.FAILED, b"", answer, 1))
             else:
-                nodes.append(NodeReply(node_id, node_id, NodeStatus.OK, osqueryi_json(answer)))
+                nodes.append(NodeReply(node_id, machine, NodeStatus.OK, osqueryi_json(answer)))
         return settle(Collected(tuple(nodes), "j-1", tuple(answers)))
 
 
@@ -169,7 +174,7 @@ EC_ENC = {"username": "root", "path": "/root/.ssh/id_ec", "encrypted": "1", "key
 
 
 def ssh_rule() -> packs.Policy:
-    pack = packs.load_pack(SSH_PACK, DEFAULT_DISABLED_TABLES)
+    pack = packs.load_pack(SSH_PACK, SqlRules(DEFAULT_DISABLED_TABLES))
     return next(p for p in pack.policies if p.key == SSH_RULE)
 
 
@@ -265,12 +270,19 @@ def test_exit_status_precedence(found: list[str], status: ExitStatus) -> None:
 # --------------------------------------------------------------------------- the command
 
 
-def run_policy(tmp_path: Path, fleet: ScriptedFleet, fmt: str, **kw: str) -> tuple[Runtime, int]:
+def run_policy(
+    tmp_path: Path,
+    fleet: ScriptedFleet,
+    fmt: str,
+    packs: tuple[str, ...] = (str(SSH_PACK),),
+    **kw: str,
+) -> tuple[Runtime, int]:
+    """``invoke policy --pack ...`` (``packs=()``: the packs found beside fleetkit.yaml)."""
     rt = make_runtime(tmp_path)
     status = run_command(
         lambda r: policy.run(
             r,
-            packs=[str(SSH_PACK)],
+            packs=list(packs),
             hosts=kw.get("hosts", ""),
             select="",
             via="ssh",
@@ -348,3 +360,77 @@ def test_policy_output_for_people_is_escaped(tmp_path: Path) -> None:
     assert "\x1b" not in out(rt) + err(rt)
     assert "path=/root/.ssh/\\x1b[8mhidden" in out(rt)
     assert "node-2 ERROR" in err(rt) and "\\x1b]0;x\\x07" in err(rt)
+
+
+def test_hosts_are_named_by_inventory_name_first(tmp_path: Path) -> None:
+    """Issue 14: the inventory name is the identity (what --hosts and quarantine take); the
+    machine's own hostname follows it where it differs."""
+    machines = {"node-1": "ip-10-0-1-11", "node-2": "ip-10-0-1-12"}
+    fleet = fleet_for_ssh_rule(INCIDENT)
+    fleet.hostnames = machines
+    rt, status = run_policy(tmp_path, fleet, "table")
+    assert status == ExitStatus.FINDINGS
+    assert re.search(
+        r"ssh_private_keys_encrypted_ec\s+high\s+node-1 \(ip-10-0-1-11\)\s+FAIL", out(rt)
+    )
+    assert re.search(r"\s+node-3\s+PASS", out(rt))  # same name: said once
+    assert "node-2 UNKNOWN" in err(rt)
+    assert "violations on 1 host(s): node-1 (exit 3)" in err(rt)
+    assert "ip-10-0-1-1" not in err(rt)
+    rt, _ = run_policy(tmp_path, fleet, "json")
+    records = [r for r in json.loads(out(rt)) if r["nodeID"] == "node-1"]
+    assert {(r["nodeID"], r["hostname"]) for r in records} == {("node-1", "ip-10-0-1-11")}
+
+
+HUNT_PACK = """\
+pack: webshells
+kind: hunt
+queries:
+  - {name: php, query: "SELECT path FROM file WHERE path LIKE '/srv/%.php'"}
+"""
+INVENTORY_PACK = """\
+pack: basics
+kind: inventory
+queries:
+  - {name: os, query: SELECT name FROM os_version}
+"""
+
+
+@pytest.mark.parametrize(("text", "kind"), [(HUNT_PACK, "hunt"), (INVENTORY_PACK, "inventory")])
+def test_a_named_pack_that_is_not_a_policy_pack_is_refused(
+    tmp_path: Path, text: str, kind: str
+) -> None:
+    write(tmp_path, "demo.yaml", GOOD_PACK)
+    other = write(tmp_path, "other.yaml", text)
+    fleet = ScriptedFleet({"user_ssh_keys": {"node-1": []}})
+    rt, status = run_policy(tmp_path, fleet, "json", ("demo.yaml", "other.yaml"))
+    assert status == ExitStatus.BAD_INPUT
+    name = "webshells" if kind == "hunt" else "basics"
+    assert f"--pack: {other}: pack '{name}' is a {kind} pack" in err(rt)
+    assert f"invoke watch --pack {name} --once" in err(rt)
+    assert fleet.requests == [] and out(rt) == ""
+
+
+def test_discovered_packs_of_other_kinds_are_skipped_and_named(tmp_path: Path) -> None:
+    (tmp_path / "packs").mkdir()
+    write(tmp_path / "packs", "a_hunt.yaml", HUNT_PACK)
+    write(tmp_path / "packs", "b_policy.yaml", GOOD_PACK)
+    write(tmp_path / "packs", "c_inventory.yaml", INVENTORY_PACK)
+    fleet = ScriptedFleet({"user_ssh_keys": {"node-1": [], "node-2": []}})
+    rt, status = run_policy(tmp_path, fleet, "json", ())
+    assert status == ExitStatus.SUCCESS, err(rt)
+    assert "skipped packs that are not policy packs: webshells (hunt), basics (inventory)" in err(
+        rt
+    )
+    assert {r["pack"] for r in json.loads(out(rt))} == {"demo"}
+    assert all("user_ssh_keys" in asked.sql for asked in fleet.requests)
+
+
+def test_discovering_only_other_kinds_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "packs").mkdir()
+    write(tmp_path / "packs", "a_hunt.yaml", HUNT_PACK)
+    fleet = ScriptedFleet({})
+    rt, status = run_policy(tmp_path, fleet, "json", ())
+    assert status == ExitStatus.BAD_INPUT
+    assert "no policy packs found (only hunt or inventory packs)" in err(rt)
+    assert fleet.requests == []

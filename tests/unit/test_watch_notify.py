@@ -297,5 +297,6 @@ def test_the_log_sink_and_the_fan_out() -> None:
     notifier = Notifier([log_sink])
     assert notifier.publish([event(1), event(2)]) == 2
     lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("watch: policy_failing pack=ssh-keys host=web-1 ")
+    # Named by inventory name (what --hosts takes), then the machine's own hostname.
+    assert lines[0].startswith("watch: policy_failing pack=ssh-keys host=n1 hostname=web-1 ")
     assert notifier.counters().delivered == 0 and notifier.close().abandoned == 0

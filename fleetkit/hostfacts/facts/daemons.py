@@ -60,7 +60,12 @@ class ServiceLook(Fact[ServiceState]):
 
 @dataclass(frozen=True)
 class Hostname(Fact[str | None]):
-    """The host's own name (the node ID Bacalhau's ``NameProvider: hostname`` gives it)."""
+    """The machine's own hostname (``uname -n``), which may differ from its inventory name.
+
+    Not the node's identity (that is the inventory name, given with ``--name``):
+    provisioning writes it into the ``fleetkit-hostname`` label, and verify uses
+    it to recognise a node that first joined under the machine's name.
+    """
 
     def command(self) -> str:
         return "uname -n"
