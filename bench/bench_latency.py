@@ -24,6 +24,7 @@ Needs root, like the lab. Labs live under a temp dir and are torn down.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -86,7 +87,10 @@ def parse_latencies(text: str) -> list[Setting]:
 
 
 def one_lab(root: Path, size: int, setting: Setting) -> dict[str, Measured]:
-    """A fresh lab of ``size`` compute hosts; every case once, in order."""
+    """A fresh lab of ``size`` compute hosts; every case once, in order.
+
+    No retry: a lab that fails ends the benchmark with its output.
+    """
     workdir = Path(tempfile.mkdtemp(prefix=f"lat-{size}-", dir=root))
     results: dict[str, Measured] = {}
     with Lab(workdir, compute=size, latency=setting.latency, detach=False) as lab:
@@ -99,15 +103,6 @@ def one_lab(root: Path, size: int, setting: Setting) -> dict[str, Measured]:
             else:
                 results[case.key] = measure(lab, *case.argv, ok=case.ok)
     return results
-
-
-def one_lab_retried(root: Path, size: int, setting: Setting) -> dict[str, Measured]:
-    """:func:`one_lab`; a lab that fails gets one more fresh try, and the failure is printed."""
-    try:
-        return one_lab(root, size, setting)
-    except SystemExit as exc:
-        print(f"  a {size}-host lab failed; retrying once with a fresh lab. Failure:\n{exc}")
-        return one_lab(root, size, setting)
 
 
 def ratio_line(case: Case, times: dict[int, float], small: int, large: int, at_40: bool) -> str:
@@ -131,6 +126,21 @@ def report(
         cells = "".join(f"{times[n]:>10.2f} s" for n in sizes)
         ratio = ratio_line(case, times, small, large, setting.latency == 0.040)
         print(f"{case.title:<24}{cells}   {ratio if small != large else ''}")
+    if small != large:
+        floor = {n: median([r["floor"].seconds for r in runs[n]]) for n in sizes}
+        print(
+            f"(the SSH floor, no fleetkit, grows {floor[large] / floor[small]:.2f}x here: "
+            f"{os.cpu_count()} cores serve fleetkit and all {large + 1} lab hosts, so a command "
+            "whose hosts' work saturates them grows with the machine, not with fleetkit)"
+        )
+    print("CPU seconds (medians): fleetkit's process (the client) | the whole machine (lab too)")
+    for case in CASES:
+        cells = "".join(
+            f"{median([r[case.key].cpu for r in runs[n]]):>6.2f} |"
+            f"{median([r[case.key].machine_cpu for r in runs[n]]):>5.1f}"
+            for n in sizes
+        )
+        print(f"{case.title:<24}{cells}")
     last = runs[large][-1]
     names = sorted(last["first"].usage.hosts)
     compute = [n for n in names if n.startswith("node-")]
@@ -181,7 +191,7 @@ def main() -> None:
             runs: dict[int, list[dict[str, Measured]]] = defaultdict(list)
             for _ in range(args.repeats):  # sizes interleaved: drift hits both alike
                 for size in sizes:
-                    runs[size].append(one_lab_retried(Path(tmp), size, setting))
+                    runs[size].append(one_lab(Path(tmp), size, setting))
                     print(
                         f"  [{time.perf_counter() - started:6.0f} s] {setting.label}, "
                         f"{size} hosts: first provision "

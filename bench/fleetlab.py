@@ -10,6 +10,8 @@ trips per host, requests to the orchestrator's API.
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 import statistics
 import sys
@@ -25,12 +27,23 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from fleetkit.foundation.settings import SSHSettings  # noqa: E402
 from lab.counters import Snapshot, snapshot, usage  # noqa: E402
 from lab.fleet import Lab  # noqa: E402
 from lab.hosts import LabHost  # noqa: E402
 from tests.e2e.conftest import orchestrator_nodes, run_cli, wait_connected  # noqa: E402
 
-__all__ = ["Lab", "Measured", "load_average", "measure", "median", "ssh_floor", "wait_joined"]
+__all__ = [
+    "Lab",
+    "Measured",
+    "load_average",
+    "machine_busy_seconds",
+    "measure",
+    "median",
+    "process_cpu",
+    "ssh_floor",
+    "wait_joined",
+]
 
 
 @dataclass(frozen=True)
@@ -41,28 +54,48 @@ class Measured:
     seconds: float
     exit_code: int
     usage: Snapshot
+    #: CPU seconds of this process (fleetkit's client: the command runs in-process).
+    cpu: float = 0.0
+    #: CPU seconds of the whole machine meanwhile (lab hosts, proxy and other work included).
+    machine_cpu: float = 0.0
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core has spent busy since boot (all processes: lab, tools, others)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu() -> float:
+    """CPU seconds of this process, all threads (user + system)."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
 
 
 def measure(lab: Lab, *argv: str, ok: Iterable[int] = (0,)) -> Measured:
     """Run one fleetkit command; an unexpected exit code ends the benchmark with its output."""
     before = snapshot(lab)
+    cpu, busy = process_cpu(), machine_busy_seconds()
     started = time.perf_counter()
     result = run_cli(lab, *argv)
     elapsed = time.perf_counter() - started
+    cpu, busy = process_cpu() - cpu, machine_busy_seconds() - busy
     after = snapshot(lab)
     if result.exit_code not in set(ok):
         command = " ".join(argv)
         raise SystemExit(
             f"`{command}` exited {result.exit_code} on {lab.workdir}:\n{result.output[-4000:]}"
         )
-    return Measured(tuple(argv), elapsed, result.exit_code, usage(before, after))
+    return Measured(tuple(argv), elapsed, result.exit_code, usage(before, after), cpu, busy)
 
 
-def ssh_floor(lab: Lab, parallelism: int = 32) -> Measured:
+def ssh_floor(lab: Lab, parallelism: int | None = None) -> Measured:
     """The floor of any SSH fan-out here: plain Paramiko, connect + ``true`` on every compute host.
 
-    Same pool size as the lab's fleetkit settings, same keys and pinned host keys,
-    TCP_NODELAY; nothing of fleetkit. What a command costs above this is fleetkit's.
+    Same pool size as fleetkit's default ``ssh.parallelism`` (the lab keeps it), same
+    keys and pinned host keys, TCP_NODELAY; nothing of fleetkit. What a command costs
+    above this is fleetkit's.
     """
     key = paramiko.Ed25519Key.from_private_key_file(str(lab.identity_file))
 
@@ -88,11 +121,13 @@ def ssh_floor(lab: Lab, parallelism: int = 32) -> Measured:
                 raise SystemExit(f"`true` failed on {host.name}")
 
     before = snapshot(lab)
+    cpu, busy = process_cpu(), machine_busy_seconds()
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=parallelism) as pool:
+    with ThreadPoolExecutor(max_workers=parallelism or SSHSettings("").parallelism) as pool:
         list(pool.map(touch, lab.compute_hosts))
     elapsed = time.perf_counter() - started
-    return Measured(("ssh-floor",), elapsed, 0, usage(before, snapshot(lab)))
+    cpu, busy = process_cpu() - cpu, machine_busy_seconds() - busy
+    return Measured(("ssh-floor",), elapsed, 0, usage(before, snapshot(lab)), cpu, busy)
 
 
 def load_average() -> str:

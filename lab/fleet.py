@@ -20,13 +20,14 @@ import random
 import re
 import secrets
 import shutil
-from collections.abc import Mapping
+import socket
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lab import netns as netns_mod
-from lab.hosts import LabError, LabHost, free_ports, start_hosts, stop_hosts
+from lab.hosts import LabError, LabHost, free_ports, reserve_ports, start_hosts, stop_hosts
 from lab.latency import LatencyProxy, ProxyError
 from lab.s3 import S3Server
 from lab.setup import (  # noqa: F401 - the versions and package names are part of lab.fleet's API
@@ -145,6 +146,9 @@ class Lab(LabSetup):
         self.proxy: LatencyProxy | None = None
         self.api_proxy_port: int | None = None
         self.s3_proxy_port: int | None = None
+        #: Sockets holding the ports of late-binding daemons (:func:`lab.hosts.reserve_ports`);
+        #: only the process that made the lab holds them (a detached lab's are released).
+        self._held_ports: list[socket.socket] = []
 
     # -- paths --------------------------------------------------------------------------------
 
@@ -207,7 +211,7 @@ class Lab(LabSetup):
                 self.network = netns_mod.LabNetwork(self.lab_id, subnet)
                 netns_mod.create_network(self.network)
             else:
-                self.api_port, self.nats_port = self._free_ports(2)
+                self.api_port, self.nats_port = self._reserve_ports(2)
             if self.use_s3:
                 host = self.network.gateway if self.network else "127.0.0.1"
                 self.s3 = self._new_s3_server(host).start()
@@ -258,6 +262,9 @@ class Lab(LabSetup):
             self.proxy.stop()
         if self.network is not None:
             problems += netns_mod.teardown(self.network)
+        for held in self._held_ports:
+            held.close()
+        self._held_ports.clear()
         self.state = "down"
         if self.workdir.is_dir():
             self._save_state()
@@ -398,22 +405,24 @@ class Lab(LabSetup):
         if last > MAX_HOSTS + 1:
             raise LabError(f"a lab holds at most {MAX_HOSTS} hosts")
         shared = self.network is None
-        ports = self._free_ports(3 * len(wanted)) if shared else []
+        ports = self._free_ports(2 * len(wanted)) if shared else []
+        agents = sum(entry.role == COMPUTE for _, entry in wanted)
+        agent_ports = iter(self._reserve_ports(agents, also_exclude=ports) if shared else [])
         made: list[LabHost] = []
         for offset, (name, entry) in enumerate(wanted):
             index = first + offset
             if self.network is not None:
                 address, ssh_port = self.network.address(index), NETNS_SSH_PORT
             else:
-                address, ssh_port = self._loopback_address(index), ports[3 * offset]
+                address, ssh_port = self._loopback_address(index), ports[2 * offset]
                 if entry.role == COMPUTE:
-                    entry.bacalhau_api_port = ports[3 * offset + 1]
+                    entry.bacalhau_api_port = next(agent_ports)
             host = LabHost(name, address, ssh_port, self.hosts_dir / name, detach=self.detach)
             host.machine_name = self._machine_name(name, entry, address)
             if self.network is not None:
                 host.netns_cidr = self.network.cidr(index)
             if self.proxy is not None:
-                host.proxy_port = ports[3 * offset + 2]
+                host.proxy_port = ports[2 * offset + 1]
                 self._route(ssh_route(name), (address, host.proxy_port), (address, ssh_port))
             host.directory.mkdir(parents=True, exist_ok=True)
             host.prepare(self.client_key_public)
@@ -449,6 +458,16 @@ class Lab(LabSetup):
     def _free_ports(self, count: int) -> list[int]:
         """Ports free now and not already given to a daemon of this lab that has yet to bind."""
         return free_ports(count, exclude=self._ports_in_use())
+
+    def _reserve_ports(self, count: int, also_exclude: Collection[int] = ()) -> list[int]:
+        """Free ports for daemons that bind late (agents, orchestrator), held until ``down``.
+
+        ``also_exclude``: ports just chosen for daemons not created yet (a held port
+        would keep them from binding).
+        """
+        held = reserve_ports(count, exclude={*self._ports_in_use(), *also_exclude})
+        self._held_ports += held
+        return [s.getsockname()[1] for s in held]
 
     def _new_s3_server(self, host: str) -> S3Server:
         port = self._free_ports(1)[0] if self.network is None else 0

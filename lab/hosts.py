@@ -595,6 +595,37 @@ def free_ports(count: int, address: str = "", exclude: Collection[int] = ()) -> 
             s.close()
 
 
+def reserve_ports(count: int, exclude: Collection[int] = ()) -> list[socket.socket]:
+    """``count`` free ports, each held by a bound (never listening) ``SO_REUSEPORT`` socket.
+
+    For ports a daemon binds long after the lab chose them: the agents' and the
+    orchestrator's APIs bind only when provisioning starts them, tens of seconds
+    later, and meanwhile another lab on this machine (tests and benchmarks run
+    side by side) could take a port that was merely chosen: that agent then dies
+    with "Address already in use". A held port fails every other bind (ports
+    are probed by binding), except one with ``SO_REUSEPORT`` by root: the
+    Bacalhau stand-in binds so, and is the only listener, so it gets every
+    connection. Close the sockets when the lab goes down.
+    """
+    held: list[socket.socket] = []
+    try:
+        while len(held) < count:
+            [port] = free_ports(1, exclude={*exclude, *(s.getsockname()[1] for s in held)})
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                s.bind(("", port))  # bound by someone since the probe: pick another
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+        return held
+    except BaseException:
+        for s in held:
+            s.close()
+        raise
+
+
 def _write(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

@@ -141,7 +141,6 @@ class LabSetup:
                 "load_ssh_config": False,
                 "connect_timeout": 5,
                 "command_timeout": 120,
-                "parallelism": 32,
             },
             "osquery": {
                 "version": OSQUERY_VERSION,

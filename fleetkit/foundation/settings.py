@@ -63,7 +63,7 @@ _PARALLELISM = whole(r"[0-9]{1,4}")
 @dataclass(frozen=True)
 class SSHSettings:
     known_hosts: str
-    parallelism: int = 32
+    parallelism: int = 64
     connect_timeout: float = 10.0
     command_timeout: float = 600.0
     #: ssh_config file to honour; None = the usual ~/.ssh/config and /etc/ssh/ssh_config.
@@ -178,7 +178,7 @@ def _read_ssh(
             "use_agent",
         },
     )
-    parallelism = r.integer("parallelism", 32, high=1024)
+    parallelism = r.integer("parallelism", 64, high=1024)
     if "FLEETKIT_PARALLELISM" in environ:
         raw = environ["FLEETKIT_PARALLELISM"]
         if not matches(_PARALLELISM, raw) or not 1 <= int(raw) <= 1024:

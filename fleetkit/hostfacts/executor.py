@@ -6,9 +6,14 @@ Round trips are what latency multiplies, so a host's run is shaped by them:
    nothing stops here: one round trip);
 2. each step plans from those facts (pure); the changes of consecutive steps
    go into one batch, sent as one SSH command with their inputs on stdin;
-3. a step that must wait for something its changes cause (osqueryd's socket,
-   the orchestrator answering) closes the batch: the batch runs, then the
-   wait (:func:`fleetkit.foundation.polling.wait_until`).
+3. a step that waits on the host for something its changes cause (osqueryd's
+   socket) waits inside the batch: its look, which itself waits a little on
+   the host, runs after the changes before it and before the changes after
+   it, so a first run is usually the probe and one batch. Only when the
+   condition does not hold within that look does the batch stop there: the
+   executor keeps asking (:func:`fleetkit.foundation.polling.wait_until`) and
+   sends the rest as a new batch. A wait asked from the admin machine (the
+   orchestrator answering) closes the batch: the batch runs, then the wait.
 
 Every step keeps its own result and diff; the first change that fails stops
 the batch and names its step. In check mode only the probe runs (and a single
@@ -94,6 +99,23 @@ class _Pending:
     plan: StepPlan
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """One command of a batch: a change of the step at ``at``, or its on-host wait."""
+
+    at: int
+    command: Change
+    wait: RemoteWait | None = None
+
+
+def _entries(at: int, item: _Pending) -> list[_Entry]:
+    commands = [_Entry(at, change) for change in item.plan.changes]
+    wait = item.plan.wait
+    if isinstance(wait, RemoteWait):
+        commands.append(_Entry(at, Change(wait.description, wait.command), wait))
+    return commands
+
+
 @dataclass
 class HostRun:
     """Runs one host's steps; counts the SSH round trips it takes."""
@@ -126,12 +148,19 @@ class HostRun:
             )
         return FactView.parsed(found)
 
-    def execute(self, steps: Sequence[Step]) -> RunOutcome:
+    def execute(
+        self, steps: Sequence[Step], *, gate: Callable[[], str | None] | None = None
+    ) -> RunOutcome:
+        """Probe, plan, change. ``gate``: asked once the facts are read and before any
+        change (it may block): a reason not to touch the host, or None to go on."""
         outcome = RunOutcome()
         try:
             facts = self.read_facts([f for step in steps for f in step.looks(self.context)])
         except FleetkitError as exc:
             return self._stopped(outcome, LOOK_STEP, exc)
+        if gate is not None and (reason := gate()) is not None:
+            outcome.error = reason
+            return self._done(outcome)
         pending: list[_Pending] = []
         for step in steps:
             try:
@@ -149,7 +178,7 @@ class HostRun:
                 outcome.records.append(StepRecord(step.describe(), self._check_result(plan)))
                 continue
             pending.append(_Pending(step, plan))
-            if plan.wait is not None and not self._flush(pending, outcome):
+            if isinstance(plan.wait, HttpWait) and not self._flush(pending, outcome):
                 return self._done(outcome)
         self._flush(pending, outcome)
         return self._done(outcome)
@@ -157,32 +186,53 @@ class HostRun:
     # -- running ---------------------------------------------------------------------------
 
     def _flush(self, pending: list[_Pending], outcome: RunOutcome) -> bool:
-        """Run the pending steps' changes (one batch), then the last one's wait; record them.
+        """Run the pending steps' changes and on-host waits (one batch); record the steps.
 
         False when a step failed (recorded in ``outcome``): the run stops there.
         """
         items, pending[:] = list(pending), []
-        changes = [(item, change) for item in items for change in item.plan.changes]
-        ran, batch_error = self._run_changes([change for _, change in changes])
-        failure: tuple[_Pending, str] | None = None
-        for index, (item, change) in enumerate(changes):
-            if index >= len(ran):
-                failure = (item, batch_error or f"{change.description}: not run")
+        while items:
+            entries = [entry for at, item in enumerate(items) for entry in _entries(at, item)]
+            ran, batch_error = self._run_changes([entry.command for entry in entries])
+            resume = len(items)  # where the next batch starts (none: everything ran)
+            for index, entry in enumerate(entries):
+                if index >= len(ran):
+                    why = batch_error or f"{entry.command.description}: not run"
+                    return self._failed(outcome, items[: entry.at], items[entry.at], why)
+                if ran[index].ok:
+                    continue
+                if entry.wait is None:
+                    why = failure_text(ran[index], entry.command.description)
+                    return self._failed(outcome, items[: entry.at], items[entry.at], why)
+                # Not there within the look: keep asking, then the rest in a new batch.
+                problem = self._wait(entry.wait)
+                if problem is not None:
+                    return self._failed(outcome, items[: entry.at], items[entry.at], problem)
+                resume = entry.at + 1
                 break
-            if not ran[index].ok:
-                failure = (item, failure_text(ran[index], change.description))
-                break
-        for item in items:
-            if failure is not None and item is failure[0]:
-                outcome.failed_step, outcome.error = item.step.describe(), failure[1]
+            if not self._record(outcome, items[:resume]):
                 return False
-            if item.plan.wait is not None:
+            items = items[resume:]
+        return True
+
+    def _record(self, outcome: RunOutcome, items: list[_Pending]) -> bool:
+        """Record finished steps; a wait from the admin machine (only ever last) runs first."""
+        for item in items:
+            if isinstance(item.plan.wait, HttpWait):
                 problem = self._wait(item.plan.wait)
                 if problem is not None:
                     outcome.failed_step, outcome.error = item.step.describe(), problem
                     return False
             outcome.records.append(StepRecord(item.step.describe(), self._result(item.plan)))
         return True
+
+    def _failed(
+        self, outcome: RunOutcome, before: list[_Pending], failing: _Pending, error: str
+    ) -> bool:
+        """The steps ``before`` are recorded as done; ``failing`` stops the run."""
+        self._record(outcome, before)
+        outcome.failed_step, outcome.error = failing.step.describe(), error
+        return False
 
     def _run_changes(self, changes: list[Change]) -> tuple[list[Raw], str | None]:
         """Results of the changes that ran, in order; and why the rest did not, if not a change."""

@@ -15,9 +15,10 @@ to enable a service with); a reboot of such a host needs another provision run.
 
 from __future__ import annotations
 
+import math
 import shlex
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleetkit.foundation.status import ConfigError
 
@@ -42,6 +43,12 @@ class ServiceSpec:
     unit: str
     #: ``KEY=value`` lines loaded into the daemon's environment when the file exists.
     env_file: str | None = None
+    #: How the daemon shows it is serving, so a start need not sit out the whole
+    #: settle time (start-stop-daemon fallback): its unix socket appears, or its TCP
+    #: port listens. None: it has no such sign; a start waits the settle time.
+    #: Not part of the service's identity: a look at it is the same with or without.
+    ready_socket: str | None = field(default=None, compare=False)
+    ready_port: int | None = field(default=None, compare=False)
 
     @property
     def exec_start(self) -> str:
@@ -154,8 +161,12 @@ class StartStopDaemon(ServiceManager):
     """The fallback for hosts without systemd (containers, the lab, minimal VMs)."""
 
     name = "start-stop-daemon"
-    #: Seconds the daemon must survive after start before it counts as started.
+    #: Seconds the daemon must survive after start before it counts as started
+    #: (unless it shows it is serving sooner: :attr:`ServiceSpec.ready_socket`, ``ready_port``).
     settle = 0.3
+    #: How often a start looks for the sign that the daemon serves (each look runs a few
+    #: processes on the host: on a busy host, looking more often costs more than it saves).
+    settle_step = 0.05
 
     def _status_lines(self, spec: ServiceSpec) -> str:
         pidfile = shlex.quote(spec.pidfile)
@@ -180,10 +191,23 @@ class StartStopDaemon(ServiceManager):
         return (
             f"mkdir -p {RUN_DIR} && "
             f"start-stop-daemon --start --background --make-pidfile --pidfile {pidfile} "
-            f"--startas /bin/sh -- -c {script} && sleep {self.settle} && "
+            f"--startas /bin/sh -- -c {script} && {self._settle(spec)} && "
             f"if ! start-stop-daemon --status --pidfile {pidfile}; then "
             f"echo '{spec.name} exited right after start; last lines of {spec.log_file}:' >&2; "
             f"tail -n 5 {log} >&2; exit 1; fi && {self.clear_markers(spec)}"
+        )
+
+    def _settle(self, spec: ServiceSpec) -> str:
+        """Sit out the settle time; or less, once the daemon shows it serves (or died)."""
+        ready = ready_test(spec)
+        if ready is None:
+            return f"sleep {self.settle}"
+        pidfile = shlex.quote(spec.pidfile)
+        tries = max(1, math.ceil(self.settle / self.settle_step))
+        return (
+            f"{{ fk_i=0; while [ $fk_i -lt {tries} ] && ! {{ {ready}; }}; do "
+            f"start-stop-daemon --status --pidfile {pidfile} || break; "
+            f"sleep {self.settle_step:g}; fk_i=$((fk_i+1)); done; true; }}"
         )
 
     def stop_command(self, spec: ServiceSpec) -> str:
@@ -197,6 +221,27 @@ class StartStopDaemon(ServiceManager):
 
     def restart_command(self, spec: ServiceSpec, *, reload: bool) -> str:
         return f"{self.stop_command(spec)} && {self._start(spec)}"
+
+
+def ready_test(spec: ServiceSpec) -> str | None:
+    """A shell test that holds once the started daemon serves; None when it has no sign.
+
+    The socket must be newer than the pidfile the start just wrote: a socket
+    left by an earlier run of the daemon is no sign (file times are coarse, so
+    one made within the same clock tick is missed too: that start just waits
+    the settle time, as without a sign). A port listens when the kernel lists
+    it in LISTEN state (``0A``) with any local address.
+    """
+    tests = []
+    if spec.ready_socket:
+        socket = shlex.quote(spec.ready_socket)
+        tests.append(f"[ -S {socket} ] && [ {socket} -nt {shlex.quote(spec.pidfile)} ]")
+    if spec.ready_port:
+        tests.append(
+            f"grep -q ':{spec.ready_port:04X} [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6 "
+            "2>/dev/null"
+        )
+    return " && ".join(tests) if tests else None
 
 
 MANAGERS: dict[str, type[ServiceManager]] = {

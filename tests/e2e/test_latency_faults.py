@@ -90,7 +90,9 @@ def test_a_host_that_stops_answering_mid_provision_is_named_and_the_rest_finish(
 ) -> None:
     lab = slow_lab(lab_factory)
     run = Background(lab, "provision")
-    wait_for_commands(lab, "node-2", 3)  # connected and working through its steps
+    # A compute host's first run is two commands (the probe, then one batch of changes):
+    # the second one started, so it is working through its steps.
+    wait_for_commands(lab, "node-2", 2)
     lab.freeze("node-2")
     try:
         result = run.wait(ENDS_WITHIN)
@@ -115,7 +117,7 @@ def test_a_host_that_crashes_mid_provision_is_named_with_its_step_and_a_rerun_co
 ) -> None:
     lab = slow_lab(lab_factory)
     run = Background(lab, "provision")
-    wait_for_commands(lab, "node-3", 4)
+    wait_for_commands(lab, "node-3", 2)  # in its batch of changes
     assert lab.cut("node-3") == 1  # its one SSH connection, reset
     result = run.wait(ENDS_WITHIN)
     assert result is not None, f"provision did not end within {ENDS_WITHIN:g} s of the crash"

@@ -69,6 +69,11 @@ def mode_of(lab: Lab, host: str, path: str) -> int:
     return int(lab.host(host).sh(f"stat -c %a {path}").stdout.strip(), 8)
 
 
+def changed_at(lab: Lab, host: str, path: str) -> str:
+    """The file's modification time on the host, ISO with nanoseconds (sorts as text)."""
+    return lab.host(host).sh(f"date -u -r {path} +%Y-%m-%dT%H:%M:%S.%N").stdout.strip()
+
+
 def assert_clean(result: CliResult, lab: Lab) -> None:
     assert token_of(lab) not in result.output
     assert "Traceback" not in result.output
@@ -145,6 +150,10 @@ def test_round_trips_first_run_rerun_check_and_verify(lab_factory: object) -> No
     first = provision_report(lab)
     assert first.exit_status == 0, [h.reason() for h in first.hosts]
     assert all(1 <= n <= 6 for n in first.round_trips.values()), first.round_trips
+    # Compute hosts read their facts while the control plane runs, but change nothing
+    # until it is up: the compute host's files are younger than the orchestrator's start.
+    started = changed_at(lab, "orch-1", "/run/fleetkit/bacalhau.pid")
+    assert started < changed_at(lab, "node-1", "/etc/osquery/osquery.flags")
     wait_connected(lab, ["node-1"])
     again = provision_report(lab)
     assert again.exit_status == 0 and again.changed == 0

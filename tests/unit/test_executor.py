@@ -2,7 +2,8 @@
 
 Round trips are counted in the executor (``HostRun.round_trips``): a host
 whose facts already match sends exactly one command; changes go out in one
-batch until a step must wait for something they cause.
+batch, waits on the host included, and a wait asked from the admin machine
+closes the batch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import requests
 
+from fleetkit.clients.ssh import CommandResult
 from fleetkit.foundation.environment import Environment
 from fleetkit.hostfacts.changes import Change, HttpWait, StepPlan, changing, unchanged
 from fleetkit.hostfacts.executor import HostRun
@@ -27,7 +29,14 @@ from fleetkit.hostfacts.probe import (
     shell_command,
 )
 from fleetkit.hostfacts.steps import OrchestratorAliveStep, PlanContext, SocketStep, Step
-from tests.unit.fakehost import LocalRemote, ScriptedRemote, context, run_steps, tar_of
+from tests.unit.fakehost import (
+    LocalRemote,
+    ScriptedRemote,
+    context,
+    quiet_env,
+    run_steps,
+    tar_of,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,16 @@ class Touch(Step):
             "would touch",
             Change(f"touch {self.path}", f"cat > {self.path}", stdin=self.stdin, diff="+x\n"),
         )
+
+
+class NeverThere(ScriptedRemote):
+    """A host whose readiness looks never hold."""
+
+    def run(self, command: str, **kwargs: Any) -> CommandResult:
+        result = super().run(command, **kwargs)
+        if "fleetkit probe" in command or "fleetkit batch" in command:
+            return result
+        return CommandResult(result.host, command, 1, b"", b"")
 
 
 @dataclass(frozen=True)
@@ -91,14 +110,59 @@ def test_changes_of_many_steps_go_out_in_one_batch_with_their_results() -> None:
     ]
 
 
-def test_a_wait_closes_the_batch_before_it() -> None:
+def test_a_wait_on_the_host_goes_into_the_batch_between_the_changes() -> None:
     remote = ScriptedRemote(facts={**absent("a", "b"), SocketLook("/s.em"): Raw(1, b"", b"no")})
     steps = [Touch("a"), SocketStep("/s.em"), Touch("b")]
     outcome, _ = run_steps(steps, remote)
     assert outcome.error is None
-    assert remote.batches == [["cat > a"], ["cat > b"]]
-    assert outcome.round_trips == 4  # probe, batch, one look at the socket, batch
+    [[first, look, last]] = remote.batches
+    assert (first, last) == ("cat > a", "cat > b") and "[ -S /s.em ]" in look
+    assert outcome.round_trips == 2  # probe, batch
     assert [r.result.message for r in outcome.records] == ["touched", "present", "touched"]
+
+
+def test_a_wait_not_over_within_its_look_stops_the_batch_then_the_rest_follows() -> None:
+    remote = ScriptedRemote(
+        facts={**absent("a", "b"), SocketLook("/s.em"): Raw(1, b"", b"no")},
+        fail=[("[ -S /s.em ]", Raw(1))],  # not there during the batch's look
+    )
+    steps = [Touch("a"), SocketStep("/s.em"), Touch("b")]
+    outcome, _ = run_steps(steps, remote)
+    assert outcome.error is None
+    assert [batch[0] for batch in remote.batches] == ["cat > a", "cat > b"]
+    assert remote.batches[1] == ["cat > b"]  # sent again: the first batch stopped at the look
+    assert outcome.round_trips == 4  # probe, batch, one more look at the socket, batch
+    assert [r.result.message for r in outcome.records] == ["touched", "present", "touched"]
+
+
+def test_a_wait_that_never_holds_names_its_step_after_the_steps_before_it() -> None:
+    remote = NeverThere(
+        facts={**absent("a", "b"), SocketLook("/s.em"): Raw(1, b"", b"no")},
+        fail=[("[ -S /s.em ]", Raw(1))],
+    )
+    steps = [Touch("a"), SocketStep("/s.em", timeout=1.0, poll=0.5), Touch("b")]
+    outcome, _ = run_steps(steps, remote)
+    assert [r.step for r in outcome.records] == ["touch a"]
+    assert outcome.failed_step == "socket /s.em"
+    assert "did not appear within 1s" in (outcome.error or "")
+    assert len(remote.batches) == 1  # touch b was never sent again
+
+
+def test_a_closed_gate_after_the_probe_leaves_the_host_untouched() -> None:
+    """Provisioning's gate: facts are read, then nothing changes when the gate says no."""
+    remote = ScriptedRemote(facts=absent("a"))
+    asked: list[bool] = []
+
+    def gate() -> str:
+        asked.append(True)
+        return "not touched: the control plane failed"
+
+    run = HostRun(remote, context(), quiet_env())
+    outcome = run.execute([Touch("a")], gate=gate)
+    assert asked == [True] and remote.batches == [] and outcome.round_trips == 1
+    assert outcome.error == "not touched: the control plane failed" and outcome.records == []
+    opened = HostRun(ScriptedRemote(facts=absent("a")), context(), quiet_env())
+    assert opened.execute([Touch("a")], gate=lambda: None).records[0].result.changed
 
 
 def test_the_first_failing_change_stops_the_run_and_names_its_step() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from fleetkit.hostfacts.services import (
     Systemd,
     manager_from_detection,
     manager_named,
+    ready_test,
 )
 
 BACALHAU = ServiceSpec(
@@ -81,3 +84,44 @@ def test_look_output_is_parsed_with_markers() -> None:
     assert state.running and state.restart_pending and not state.reload_pending
     state = Systemd.parse_look("stopped\ndisabled\n")
     assert not state.running and not state.enabled
+
+
+def _holds(test: str) -> bool:
+    return subprocess.run(["sh", "-c", test], capture_output=True).returncode == 0
+
+
+def test_a_socket_is_a_sign_of_serving_only_when_newer_than_the_pidfile(tmp_path: Path) -> None:
+    """A socket left by an earlier run of the daemon must not end the start's settle early."""
+    path = tmp_path / "osquery.em"
+    spec = ServiceSpec("osqueryd", ("/opt/osqueryd",), "o.service", ready_socket=str(path))
+    pidfile = tmp_path / "osqueryd.pid"
+    test = ready_test(spec)
+    assert test is not None
+    test = test.replace(spec.pidfile, str(pidfile))
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(path))
+        os.utime(path, (1_000_000, 1_000_000))
+        pidfile.write_text("123\n")  # the start writes the pidfile now
+        assert not _holds(test)
+    path.unlink()
+    os.utime(pidfile, (2_000_000, 2_000_000))  # file times are coarse: make the order plain
+    with socket.socket(socket.AF_UNIX) as fresh:
+        fresh.bind(str(path))  # the new daemon's socket
+        assert _holds(test)
+
+
+def test_a_port_is_a_sign_of_serving_once_it_listens() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        spec = ServiceSpec("bacalhau", ("/usr/local/bin/bacalhau",), "b.service", ready_port=port)
+        test = ready_test(spec)
+        assert test is not None and not _holds(test)  # bound, not listening yet
+        server.listen()
+        assert _holds(test)
+
+
+def test_a_daemon_without_a_sign_sits_out_the_settle_time() -> None:
+    assert ready_test(BACALHAU) is None
+    start = StartStopDaemon().start_command(BACALHAU, reload=False)
+    assert f"sleep {StartStopDaemon.settle}" in start

@@ -44,8 +44,12 @@ def env_file_path(settings: Settings) -> str:
     return posixpath.join(posixpath.dirname(settings.bacalhau.config_path), "env")
 
 
-def bacalhau_service(settings: Settings, node_name: str | None = None) -> ServiceSpec:
+def bacalhau_service(
+    settings: Settings, node_name: str | None = None, api_port: int | None = None
+) -> ServiceSpec:
     """The agent's command line, shared by the systemd unit and the fallback.
+
+    ``api_port``: where the agent listens once it serves (a start waits for it).
 
     It runs as root on purpose: a compute node's agent hands the query job
     osqueryd's extensions socket, which osqueryd (root) creates in
@@ -59,6 +63,7 @@ def bacalhau_service(settings: Settings, node_name: str | None = None) -> Servic
         argv=(b.install_path, "serve", "--config", b.config_path),
         unit="bacalhau.service",
         env_file=env_file_path(settings),
+        ready_port=api_port,
     )
     return named_service(spec, node_name)
 
@@ -253,7 +258,7 @@ def _tail(host: Host, context: RoleContext, config: FileStep) -> list[Step]:
             systemd_only=True,
             template="bacalhau.service.j2",
         ),
-        ServiceStep(bacalhau_service(context.settings, host.name)),
+        ServiceStep(bacalhau_service(context.settings, host.name, context.api_port(host))),
     ]
 
 

@@ -30,6 +30,7 @@ def osqueryd_service(settings: Settings) -> ServiceSpec:
         name="osqueryd",
         argv=(DAEMON, "--flagfile", flags, "--config_path", CONFIG_PATH),
         unit="osqueryd.service",
+        ready_socket=settings.osquery.extensions_socket,
     )
 
 

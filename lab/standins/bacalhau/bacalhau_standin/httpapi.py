@@ -132,6 +132,14 @@ def _dumps(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+class _SharedPortServer(ThreadingHTTPServer):
+    """Binds with SO_REUSEPORT: the lab holds a node's port (bound, never listening) from the
+    moment it chose it, so no other lab takes it before this node starts (lab.hosts.reserve_ports).
+    The real agent needs none of this: on a real host the port is its own."""
+
+    allow_reuse_port = True
+
+
 class JsonServer:
     """A threaded HTTP server answering JSON from a ``Router``, in a background thread."""
 
@@ -149,7 +157,7 @@ class JsonServer:
         self.guard = guard
         self.name = name
         handler = self._handler_class()
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd = _SharedPortServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
 
