@@ -150,56 +150,6 @@ def test_nothing_to_hunt_is_bad_input() -> None:
         iocfile.gather_indicators(None, None, None, "/")
 
 
-def test_ioc_csv_and_yaml(tmp_path: Path) -> None:
-    (tmp_path / "iocs.csv").write_text(
-        f"\ufeffPath,SHA256\n/var/www/*/functions.php,{H1}\n,{H2}\n\n/opt/x,\n"
-    )
-    got = iocfile.gather_indicators(None, None, "iocs.csv", str(tmp_path))
-    assert [(i.path, i.sha256) for i in got] == [
-        ("/var/www/*/functions.php", H1),
-        (None, H2),
-        ("/opt/x", None),
-    ]
-    (tmp_path / "iocs.yaml").write_text(
-        f"- {{path: /a, sha256: {H1.upper()}}}\n- {{sha256: {H2}}}\n"
-    )
-    got = iocfile.gather_indicators("/a", H1, "iocs.yaml", str(tmp_path))
-    assert [(i.path, i.sha256) for i in got] == [("/a", H1), (None, H2)]  # duplicates collapse
-
-
-@pytest.mark.parametrize(
-    ("name", "text", "key", "message"),
-    [
-        ("i.csv", "file,hash\n/a,b\n", "line 1", "header must name"),
-        ("i.csv", f"path,sha256\n/a,{H1}\nrel/x,{H1}\n", "line 3.path", "absolute"),
-        ("i.csv", "path,sha256\n/a,nothex\n", "line 2.sha256", "64 hexadecimal"),
-        ("i.yaml", "{path: /a}\n", None, "YAML list"),
-        ("i.yaml", "- {path: /a, sha: x}\n", "[0].sha", "unknown key"),
-        ("i.yaml", "- {path: 5}\n", "[0].path", "expected a string"),
-        ("i.yaml", "- {}\n", "[0]", "needs a path, a sha256"),
-        ("i.txt", "x", None, "must be .csv"),
-    ],
-)
-def test_bad_ioc_files_name_file_and_place(
-    tmp_path: Path, name: str, text: str, key: str | None, message: str
-) -> None:
-    (tmp_path / name).write_text(text)
-    with pytest.raises(ConfigError, match=message) as caught:
-        iocfile.gather_indicators(None, None, name, str(tmp_path))
-    assert caught.value.file == str(tmp_path / name)
-    assert caught.value.key == key
-
-
-def test_a_huge_ioc_file_is_refused_with_the_limit(tmp_path: Path) -> None:
-    rows = "".join(f"/srv/f{i},{i:064x}\n" for i in range(iocfile.MAX_INDICATORS + 1))
-    (tmp_path / "big.csv").write_text("path,sha256\n" + rows)
-    with pytest.raises(ConfigError, match=f"more than {iocfile.MAX_INDICATORS} indicators"):
-        iocfile.gather_indicators(None, None, "big.csv", str(tmp_path))
-    (tmp_path / "bigger.csv").write_text("path,sha256\n" + "/x," + "a" * iocfile.MAX_IOC_FILE_BYTES)
-    with pytest.raises(ConfigError, match="the limit is"):
-        iocfile.gather_indicators(None, None, "bigger.csv", str(tmp_path))
-
-
 def test_scope_can_be_set_from_the_environment() -> None:
     assert hunt.hash_scope({hunt.SCOPE_ENV: "/data/**, /mnt/*"}) == ("/data/**", "/mnt/*")
     assert hunt.hash_scope({}) == hunt.DEFAULT_HASH_SCOPE

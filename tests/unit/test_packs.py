@@ -24,30 +24,7 @@ from fleetkit.ask.packfields import (
 from fleetkit.ask.scope import NO_RULES, SqlRules
 from fleetkit.foundation.settings import DEFAULT_DISABLED_TABLES
 from fleetkit.foundation.status import ConfigError, ExitStatus
-
-REPO = Path(__file__).resolve().parents[2]
-TABLES_JSON = REPO.parent / "shared" / "reference" / "osquery-tables.json"
-SSH_PACK = REPO / "fleetkit" / "packs" / "ssh-keys.yaml"
-
-GOOD_PACK = """\
-pack: demo
-description: demo pack
-policies:
-  - name: no_root_keys
-    description: root has no private key
-    severity: medium
-    meaning: fail_if_rows
-    query: SELECT path FROM user_ssh_keys WHERE uid = '0'
-    details: SELECT path, key_type FROM user_ssh_keys WHERE uid = '0'
-    resolution: remove it
-"""
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
+from tests.unit.test_policy import GOOD_PACK, REPO, SSH_PACK, TABLES_JSON, write
 
 # --------------------------------------------------------------------------- moved from
 # test_policy.py (same assertions, the loader's new home)
